@@ -1,0 +1,20 @@
+//! Instance metadata keys berth writes at registration.
+//!
+//! Metadata is written once per registration and never edited in place: registries differ in
+//! how they treat metadata updates (rnacos, for one, keeps the first it saw). Lifecycle changes
+//! are expressed by registering, deregistering and the read-only signal instead.
+
+/// The instance's symbol (`stable`, `canary`, …).
+pub const SYMBOL: &str = "berth.symbol";
+/// When the instance registered, in milliseconds since the Unix epoch; warm-up counts from it.
+pub const STARTED_AT: &str = "berth.started_at";
+/// The app's version when known, else berth's.
+pub const VERSION: &str = "berth.version";
+/// What the instance's port speaks: `h2c` (HTTP/1.1 and HTTP/2 prior knowledge, as every berth
+/// sidecar does) or `http1`.
+pub const PROTOCOL: &str = "berth.protocol";
+
+/// The response header that carries the read-only signal.
+pub const LIFECYCLE_HEADER: &str = "x-berth-lifecycle";
+/// The value of [`LIFECYCLE_HEADER`] while an instance drains.
+pub const DRAINING: &str = "draining";

@@ -1,0 +1,187 @@
+//! `berth sample-app`: a small HTTP app for demos, tests and benchmarks.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /` | `hello from NAME` and headers `x-app-name`, `x-app-symbol` |
+//! | `GET /healthz` | 200, or 503 after `POST /healthz?ok=false` |
+//! | `GET /slow?ms=N` | 200 after N milliseconds |
+//! | `GET /stream?chunks=N&ms=M` | N chunks, M milliseconds apart |
+//! | `ANY /echo` | JSON of the method, path, version, headers and body size it received |
+//!
+//! It prints `listening on ADDR` on stdout once it accepts, and on SIGTERM stops accepting and
+//! lets requests in flight finish.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+/// `berth sample-app`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(about = "Run a small HTTP app (HTTP/1.1 and h2c) for demos, tests and benchmarks")]
+pub struct SampleAppArgs {
+    /// Address to listen on; port 0 picks a free port (printed as `listening on ADDR`).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Name it answers with (`hello from NAME`).
+    #[arg(long, default_value = "sample", value_name = "NAME")]
+    pub name: String,
+    /// Symbol it reports in `x-app-symbol`.
+    #[arg(long, default_value = "stable", value_name = "SYMBOL")]
+    pub symbol: String,
+    /// Wait this many milliseconds before listening (a slow start).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub startup_delay_ms: u64,
+}
+
+struct App {
+    name: HeaderValue,
+    symbol: HeaderValue,
+    hello: Bytes,
+    healthy: AtomicBool,
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Runs the app until SIGTERM or SIGINT.
+pub fn main(args: SampleAppArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: SampleAppArgs) -> std::io::Result<()> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid {what}"));
+    let app = Arc::new(App {
+        name: HeaderValue::from_str(&args.name).map_err(|_| bad("--name"))?,
+        symbol: HeaderValue::from_str(&args.symbol).map_err(|_| bad("--symbol"))?,
+        hello: Bytes::from(format!("hello from {}\n", args.name)),
+        healthy: AtomicBool::new(true),
+    });
+    tokio::time::sleep(Duration::from_millis(args.startup_delay_ms)).await;
+    let listener = TcpListener::bind(args.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let graceful = GracefulShutdown::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(req).await) }
+        });
+        let conn =
+            auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+    Ok(())
+}
+
+fn query_u64(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed_unsync()
+}
+
+impl App {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let mut resp = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => Response::new(full(self.hello.clone())),
+            (&Method::GET, "/healthz") if self.healthy.load(Ordering::Relaxed) => Response::new(full("ok\n")),
+            (&Method::GET, "/healthz") => status(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
+            (&Method::POST, "/healthz") => {
+                let ok = req.uri().query() != Some("ok=false");
+                self.healthy.store(ok, Ordering::Relaxed);
+                Response::new(full(if ok { "healthy\n" } else { "unhealthy\n" }))
+            }
+            (&Method::GET, "/slow") => {
+                tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms").unwrap_or(1000))).await;
+                Response::new(full(self.hello.clone()))
+            }
+            (&Method::GET, "/stream") => {
+                let chunks = query_u64(&req, "chunks").unwrap_or(10);
+                let gap = Duration::from_millis(query_u64(&req, "ms").unwrap_or(100));
+                let stream = futures_util::stream::unfold(0, move |i| async move {
+                    if i >= chunks {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(gap).await;
+                    }
+                    Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk {i}\n")))), i + 1))
+                });
+                Response::new(StreamBody::new(stream).boxed_unsync())
+            }
+            (_, "/echo") => echo(req).await,
+            _ => status(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        resp.headers_mut().insert("x-app-name", self.name.clone());
+        resp.headers_mut().insert("x-app-symbol", self.symbol.clone());
+        resp
+    }
+}
+
+async fn echo(req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let size = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let doc = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": size,
+    });
+    let mut resp = Response::new(full(doc.to_string()));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(text));
+    *resp.status_mut() = code;
+    resp
+}

@@ -1,0 +1,351 @@
+//! The sidecar's configuration: flags, `BERTH_*` variables and an optional TOML file, validated
+//! completely before any port is bound.
+//!
+//! Precedence: flags, then environment, then the file, then defaults. The file uses the long
+//! flag names as keys (`drain-min = "10s"`, `dependency = ["tcp://db:5432"]`).
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_core::Symbol;
+use berth_core::registry::RegistryUrl;
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+
+mod check;
+mod file;
+
+pub use check::{AppHealth, Check};
+
+/// Exit code for bad configuration (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// `berth proxy`: the sidecar beside an app.
+#[derive(Debug, Clone, Args)]
+#[command(about = "Run the sidecar beside an app: readiness, late registration, lossless drain")]
+pub struct ProxyArgs {
+    /// TOML file with any of these options, keyed by their long names (`drain-min = "10s"`).
+    /// Flags and BERTH_* variables override it.
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The app's service name in the registry (required).
+    #[arg(long, env = "BERTH_SERVICE", value_name = "NAME", value_parser = service_name)]
+    pub service: Option<String>,
+
+    /// The deployment this instance belongs to, written to the registry as `berth.symbol`.
+    #[arg(long, env = "BERTH_SYMBOL", value_name = "SYMBOL", default_value = "stable")]
+    pub symbol: Symbol,
+
+    /// The port the app listens on at 127.0.0.1 (required).
+    #[arg(long, env = "BERTH_APP_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub app_port: Option<u16>,
+
+    /// What the app speaks: `http1`, or `h2c` (HTTP/2 without TLS, prior knowledge).
+    #[arg(long, env = "BERTH_APP_PROTOCOL", value_name = "PROTOCOL", default_value = "http1")]
+    pub app_protocol: AppProtocol,
+
+    /// How to tell the app is healthy: `http:/path` (a GET answering 2xx or 3xx) or `tcp` (the
+    /// port accepts connections).
+    #[arg(long, env = "BERTH_APP_HEALTH", value_name = "CHECK", default_value = "tcp")]
+    pub app_health: AppHealth,
+
+    /// The app's version, registered as `berth.version` (default: berth's own version).
+    #[arg(long, env = "BERTH_APP_VERSION", value_name = "VERSION")]
+    pub app_version: Option<String>,
+
+    /// A dependency that must be reachable for the app to be ready: `tcp://host:port` or
+    /// `http://host:port/path`. Repeatable; in the environment, comma-separated.
+    #[arg(long, env = "BERTH_DEPENDENCY", value_name = "URL", value_delimiter = ',')]
+    pub dependency: Vec<Check>,
+
+    /// How often the app and dependencies are checked.
+    #[arg(long, env = "BERTH_HEALTH_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub health_interval: Duration,
+
+    /// How long one check may take before it counts as failed.
+    #[arg(long, env = "BERTH_HEALTH_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub health_timeout: Duration,
+
+    /// Consecutive passing checks that make an unhealthy target healthy.
+    #[arg(long, env = "BERTH_HEALTHY_THRESHOLD", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+    pub healthy_threshold: u32,
+
+    /// Consecutive failing checks that make a healthy target unhealthy.
+    #[arg(long, env = "BERTH_UNHEALTHY_THRESHOLD", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
+    pub unhealthy_threshold: u32,
+
+    /// Where the sidecar accepts the app's inbound traffic (the address registered in Nacos).
+    #[arg(long, env = "BERTH_INBOUND", value_name = "ADDR", default_value = "0.0.0.0:15006")]
+    pub inbound: SocketAddr,
+
+    /// Where the sidecar answers probes, metrics and drain requests.
+    #[arg(long, env = "BERTH_ADMIN", value_name = "ADDR", default_value = "0.0.0.0:15020")]
+    pub admin: SocketAddr,
+
+    /// The ip:port put in the registry (default: $POD_IP and the inbound port; 127.0.0.1 when
+    /// POD_IP is unset and the inbound address is unspecified).
+    #[arg(long, env = "BERTH_ADVERTISE", value_name = "IP:PORT")]
+    pub advertise: Option<SocketAddr>,
+
+    /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
+    /// or `dir:///path` (default: a directory under the user's data directory).
+    #[arg(long, env = "BERTH_REGISTRY", value_name = "URL")]
+    pub registry: Option<RegistryUrl>,
+
+    /// How long the app must stay healthy before it is registered.
+    #[arg(long, env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub register_delay: Duration,
+
+    /// How long after registration consumers ramp this instance's share up (slow start).
+    #[arg(long, env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub warmup: Duration,
+
+    /// How long a drain keeps accepting (and answering with the read-only signal) before it may
+    /// end; at least twice the registry's push delay.
+    #[arg(long, env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub drain_min: Duration,
+
+    /// After drain-min, the drain ends once no request has arrived for this long and none is in
+    /// flight.
+    #[arg(long, env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub drain_quiet: Duration,
+
+    /// The drain is forced to end (exit code 1) this long after it started.
+    #[arg(long, env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// Token a non-loopback `POST /drain` must carry in `x-berth-drain-token` (the injector
+    /// sets one per pod). Without it, only loopback may start a drain.
+    #[arg(long, env = "BERTH_DRAIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub drain_token: Option<String>,
+}
+
+/// What the app's port speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge, no TLS.
+    H2c,
+}
+
+/// The drain and registration timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub register_delay: Duration,
+    pub warmup: Duration,
+    pub drain_min: Duration,
+    pub drain_quiet: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// How the app and dependencies are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthTiming {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// The sidecar's validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub service: String,
+    pub symbol: Symbol,
+    /// The app, always on loopback.
+    pub app: SocketAddr,
+    pub app_protocol: AppProtocol,
+    pub app_health: AppHealth,
+    pub app_version: String,
+    pub dependencies: Vec<Check>,
+    pub health: HealthTiming,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub advertise: SocketAddr,
+    pub registry: RegistryUrl,
+    pub timing: Timing,
+    pub drain_token: Option<DrainToken>,
+}
+
+/// The drain token; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DrainToken(pub String);
+
+impl std::fmt::Debug for DrainToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrainToken(***)")
+    }
+}
+
+/// Bad configuration: which option, which value, what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value '{value}' for '{option}': {allowed}")]
+    Invalid { option: String, value: String, allowed: String },
+    #[error("missing '{option}': {why}")]
+    Missing { option: String, why: String },
+    #[error("config file {path}: {detail}")]
+    File { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Clap(#[from] clap::Error),
+}
+
+impl ConfigError {
+    fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
+        ConfigError::Invalid { option: option.into(), value: value.to_string(), allowed: allowed.into() }
+    }
+}
+
+/// Parses a human duration: `500ms`, `5s`, `1m30s`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 500ms, 5s or 1m"))
+}
+
+fn service_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("a service name is 1–128 letters, digits, `-`, `_`, `.`, `:` or `@`, not starting with `.`"
+            .into())
+    }
+}
+
+/// A command whose only subcommand is `proxy`, used to parse the file-merged arguments.
+#[derive(Parser, Debug)]
+#[command(name = "berth proxy", no_binary_name = false)]
+struct Standalone {
+    #[command(flatten)]
+    args: ProxyArgs,
+}
+
+impl ProxyArgs {
+    /// Applies the `--config` file, if any, underneath the flags and environment that
+    /// `raw_args` (the arguments after `proxy`) and the process environment give.
+    pub fn with_config_file(self, raw_args: &[OsString]) -> Result<ProxyArgs, ConfigError> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let cmd = Standalone::command();
+        let from_file = file::args_from_file(&cmd, &path, raw_args)?;
+        let argv =
+            std::iter::once(OsString::from("berth proxy")).chain(from_file).chain(raw_args.iter().cloned());
+        let matches = cmd.try_get_matches_from(argv)?;
+        Ok(Standalone::from_arg_matches(&matches)?.args)
+    }
+
+    /// Checks everything that one flag alone cannot, and builds the [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let service = self.service.ok_or_else(|| ConfigError::Missing {
+            option: "--service".into(),
+            why: "name the app's service (flag, BERTH_SERVICE, or `service` in the config file)".into(),
+        })?;
+        let app_port = self.app_port.ok_or_else(|| ConfigError::Missing {
+            option: "--app-port".into(),
+            why: "give the port the app listens on at 127.0.0.1".into(),
+        })?;
+        let app = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
+        if self.inbound.port() != 0
+            && self.inbound.port() == self.admin.port()
+            && overlaps(self.inbound.ip(), self.admin.ip())
+        {
+            return Err(ConfigError::invalid("--admin", self.admin, "must not use the inbound port"));
+        }
+        for (option, addr) in [("--inbound", self.inbound), ("--admin", self.admin)] {
+            if addr.port() == app_port && overlaps(addr.ip(), app.ip()) {
+                return Err(ConfigError::invalid(
+                    option,
+                    addr,
+                    format!("must not use the app's port {app_port}"),
+                ));
+            }
+        }
+        let advertise = advertise(self.advertise, self.inbound)?;
+        let timing = Timing {
+            register_delay: self.register_delay,
+            warmup: self.warmup,
+            drain_min: self.drain_min,
+            drain_quiet: self.drain_quiet,
+            drain_timeout: self.drain_timeout,
+        };
+        if timing.drain_timeout <= timing.drain_min {
+            return Err(ConfigError::invalid(
+                "--drain-timeout",
+                humantime::format_duration(timing.drain_timeout),
+                format!("must be longer than --drain-min ({})", humantime::format_duration(timing.drain_min)),
+            ));
+        }
+        if timing.drain_quiet.is_zero() {
+            return Err(ConfigError::invalid("--drain-quiet", "0s", "must be longer than zero"));
+        }
+        if self.health_interval.is_zero() || self.health_timeout.is_zero() {
+            let (option, v) = if self.health_interval.is_zero() {
+                ("--health-interval", self.health_interval)
+            } else {
+                ("--health-timeout", self.health_timeout)
+            };
+            return Err(ConfigError::invalid(
+                option,
+                humantime::format_duration(v),
+                "must be longer than zero",
+            ));
+        }
+        if self.drain_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::invalid("--drain-token", "***", "must be at least 16 characters"));
+        }
+        Ok(Config {
+            service,
+            symbol: self.symbol,
+            app,
+            app_protocol: self.app_protocol,
+            app_health: self.app_health,
+            app_version: self.app_version.unwrap_or_else(|| berth_core::VERSION.to_owned()),
+            dependencies: self.dependency,
+            health: HealthTiming {
+                interval: self.health_interval,
+                timeout: self.health_timeout,
+                healthy_threshold: self.healthy_threshold,
+                unhealthy_threshold: self.unhealthy_threshold,
+            },
+            inbound: self.inbound,
+            admin: self.admin,
+            advertise,
+            registry: self.registry.unwrap_or_else(RegistryUrl::default_dir),
+            timing,
+            drain_token: self.drain_token.map(DrainToken),
+        })
+    }
+}
+
+/// Whether two listen addresses can collide on one port.
+fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
+}
+
+fn advertise(given: Option<SocketAddr>, inbound: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    if let Some(addr) = given {
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(ConfigError::invalid(
+                "--advertise",
+                addr,
+                "must be a concrete ip:port others can reach",
+            ));
+        }
+        return Ok(addr);
+    }
+    let ip = match std::env::var("POD_IP") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|_| ConfigError::invalid("POD_IP", &v, "must be an IP address (or set --advertise)"))?,
+        _ if inbound.ip().is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => inbound.ip(),
+    };
+    Ok(SocketAddr::new(ip, inbound.port()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! berth's sidecar.
+//!
+//! It sits beside one app and makes the app's life lossless:
+//!
+//! - **Readiness and late registration.** [`health`] checks the app and its dependencies; the
+//!   [`lifecycle`] controller registers the instance in the registry only once they pass (and
+//!   after the register delay), and `/ready` answers 200 only while registered.
+//! - **Inbound.** [`inbound`] accepts on the registered port and forwards to the app on
+//!   127.0.0.1, counting every request in flight ([`track`]).
+//! - **Drain.** On SIGTERM or `POST /drain`, [`drain`] deregisters at once, keeps accepting for
+//!   drain-min while every response carries the read-only signal, then ends once quiet.
+//! - **Admin.** [`admin`] serves probes, [`metrics`], state and the drain trigger.
+//!
+//! [`run`] wires them together; [`main`] is `berth proxy`.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod drain;
+pub mod headers;
+pub mod health;
+pub mod inbound;
+pub mod lifecycle;
+pub mod metrics;
+pub mod track;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, EXIT_CONFIG, ProxyArgs};
+use crate::drain::{Drain, Phase};
+
+/// Exit code when the sidecar could not start (a port in use, an unusable registry).
+pub const EXIT_START: u8 = 1;
+/// Exit code when the drain was forced (drain-timeout or a second signal).
+pub const EXIT_FORCED: u8 = 2;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Registry(#[from] berth_core::registry::RegistryError),
+}
+
+/// `berth proxy`: validates the configuration, runs the sidecar, and returns the exit code.
+pub fn main(args: ProxyArgs) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(Phase::Done { forced: false }) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_FORCED),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::from(EXIT_START)
+        }
+    }
+}
+
+/// Applies the config file and validates.
+fn load(args: ProxyArgs) -> Result<Config, ConfigError> {
+    let raw: Vec<OsString> = std::env::args_os().skip_while(|a| a != "proxy").skip(1).collect();
+    args.with_config_file(&raw)?.validate()
+}
+
+/// Runs the sidecar until its drain is over; returns how the drain ended.
+pub async fn run(config: Config) -> Result<Phase, StartError> {
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let inbound_listener = bind("inbound", config.inbound).await?;
+    let admin_listener = bind("admin", config.admin).await?;
+    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let (inbound_addr, admin_addr) =
+        (local(&inbound_listener, config.inbound), local(&admin_listener, config.admin));
+    let advertise = match config.advertise.port() {
+        0 => SocketAddr::new(config.advertise.ip(), inbound_addr.port()),
+        _ => config.advertise,
+    };
+    let registry = berth_core::registry::open(&config.registry)?;
+    tracing::info!(
+        inbound = %inbound_addr, admin = %admin_addr, advertise = %advertise, app = %config.app,
+        service = %config.service, symbol = %config.symbol, registry = %registry.describe(),
+        "berth proxy listening"
+    );
+
+    let config = Arc::new(config);
+    let metrics = metrics::Metrics::new();
+    let drain = Arc::new(Drain::default());
+    let (health_tx, health_rx) = watch::channel(health::Health::default());
+    let (state_tx, state_rx) = lifecycle::channel();
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+
+    tokio::spawn(health::HealthMonitor::new(&config).run(health_tx));
+    let controller = tokio::spawn(
+        lifecycle::Controller {
+            config: config.clone(),
+            registry,
+            advertise,
+            metrics: metrics.clone(),
+            drain: drain.clone(),
+            health: health_rx,
+            state: state_tx,
+        }
+        .run(),
+    );
+    let inbound = Arc::new(inbound::Inbound {
+        forward: inbound::Forward::new(config.app, config.app_protocol),
+        drain: drain.clone(),
+        metrics: metrics.clone(),
+    });
+    tokio::spawn(inbound::serve(inbound_listener, inbound));
+    let admin = Arc::new(admin::Admin {
+        service: config.service.clone(),
+        symbol: config.symbol.to_string(),
+        state: state_rx,
+        drain: drain.clone(),
+        metrics: metrics.clone(),
+        token: config.drain_token.clone(),
+    });
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin, admin_stop_rx));
+    tokio::spawn(signals(drain.clone()));
+
+    let ended = drain::run(&drain, config.timing).await;
+    let _ = controller.await;
+    let elapsed = drain.elapsed().unwrap_or_default();
+    match ended {
+        Phase::Done { forced: true } => {
+            tracing::warn!(in_flight = drain.in_flight(), after = ?elapsed, "stopped: drain forced")
+        }
+        _ => tracing::info!(
+            after = ?elapsed, served_while_draining = drain.received_while_draining(), "stopped: drain complete"
+        ),
+    }
+    let _ = admin_stop.send(true);
+    let _ = admin_task.await;
+    Ok(ended)
+}
+
+/// The first SIGTERM or SIGINT starts the drain; the next one forces it.
+async fn signals(drain: Arc<Drain>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; drain with POST /drain");
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if !drain.start(name) {
+            drain.force(&format!("second signal ({name})"));
+        }
+    }
+}

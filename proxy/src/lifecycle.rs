@@ -1,0 +1,240 @@
+//! The lifecycle controller: one task that owns the instance's registration.
+//!
+//! It follows the health verdict and the drain: `starting` until healthy, `registering` for
+//! the register delay (any failure starts over) and until the registry accepts the instance,
+//! `warming` for the warm-up window, then `serving`. Unhealthy while registered means
+//! deregistered and back to `starting`. A drain deregisters at once, from any state, and the
+//! controller reports `stopped` when the drain is over.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::registry::Registry;
+use berth_core::{Instance, Lifecycle, metadata};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::drain::{Drain, Phase};
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// How often a registered instance checks that the registry still lists it (a Nacos server
+/// that restarted without its data loses ephemeral instances until clients re-register).
+const RECONCILE: Duration = Duration::from_secs(5);
+/// Longest wait between registration attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the sidecar is doing, as `/state` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct State {
+    pub lifecycle: Lifecycle,
+    /// When the current state began (ms since the epoch).
+    pub since_ms: u64,
+    /// The instance as registered, while it is.
+    pub instance: Option<Instance>,
+    /// Whether the app and its dependencies pass their checks.
+    pub healthy: bool,
+    /// What fails, while anything does.
+    pub failing: Vec<String>,
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            lifecycle: Lifecycle::Starting,
+            since_ms: berth_core::now_millis(),
+            instance: None,
+            healthy: false,
+            failing: Vec::new(),
+        }
+    }
+
+    /// Whether `/ready` answers 200: registered and healthy.
+    pub fn is_ready(&self) -> bool {
+        self.lifecycle.is_registered() && self.healthy
+    }
+}
+
+/// Creates the state channel, starting in `starting`.
+pub fn channel() -> (watch::Sender<State>, watch::Receiver<State>) {
+    watch::channel(State::new())
+}
+
+/// The controller's inputs and outputs.
+#[derive(Debug)]
+pub struct Controller {
+    pub config: Arc<Config>,
+    pub registry: Arc<dyn Registry>,
+    pub advertise: SocketAddr,
+    pub metrics: Metrics,
+    pub drain: Arc<Drain>,
+    pub health: watch::Receiver<Health>,
+    pub state: watch::Sender<State>,
+}
+
+impl Controller {
+    /// Runs the lifecycle until the drain is over.
+    pub async fn run(mut self) {
+        let mut phase = self.drain.subscribe();
+        let health = self.health.clone();
+        let state = self.state.clone();
+        let mirror = tokio::spawn(mirror_health(health, state));
+        tokio::select! {
+            () = self.live() => {}
+            _ = phase.wait_for(|p| *p >= Phase::Draining) => {}
+        }
+        self.drain_out(&mut phase).await;
+        mirror.abort();
+    }
+
+    fn set(&self, lifecycle: Lifecycle, instance: Option<Instance>) {
+        self.metrics.set_lifecycle(lifecycle);
+        self.state.send_modify(|s| {
+            if s.lifecycle != lifecycle {
+                tracing::info!(from = %s.lifecycle, to = %lifecycle, "lifecycle");
+                s.since_ms = berth_core::now_millis();
+            }
+            s.lifecycle = lifecycle;
+            s.instance = instance;
+        });
+    }
+
+    /// Everything before a drain; never returns.
+    async fn live(&mut self) {
+        loop {
+            self.set(Lifecycle::Starting, None);
+            if self.health.wait_for(|h| h.healthy).await.is_err() {
+                return std::future::pending().await;
+            }
+            self.set(Lifecycle::Registering, None);
+            if !self.healthy_for(self.config.timing.register_delay).await {
+                continue;
+            }
+            let instance = self.instance();
+            if !self.register(&instance).await {
+                continue;
+            }
+            self.set(Lifecycle::Warming, Some(instance.clone()));
+            if self.healthy_for(self.config.timing.warmup).await {
+                self.set(Lifecycle::Serving, Some(instance.clone()));
+                while self.healthy_for(RECONCILE).await {
+                    self.reconcile(&instance).await;
+                }
+            }
+            tracing::warn!(failing = ?self.health.borrow().failing, "unhealthy; deregistering until healthy again");
+            self.deregister(&instance).await;
+        }
+    }
+
+    /// The instance to register, stamped now.
+    fn instance(&self) -> Instance {
+        let mut instance = Instance::new(self.advertise);
+        let c = &self.config;
+        instance.metadata.extend([
+            (metadata::SYMBOL.to_owned(), c.symbol.to_string()),
+            (metadata::STARTED_AT.to_owned(), berth_core::now_millis().to_string()),
+            (metadata::VERSION.to_owned(), c.app_version.clone()),
+            (metadata::PROTOCOL.to_owned(), "h2c".to_owned()),
+        ]);
+        instance
+    }
+
+    /// Waits `d`; `false` as soon as the verdict turns unhealthy.
+    async fn healthy_for(&mut self, d: Duration) -> bool {
+        let turned_unhealthy = tokio::select! {
+            () = tokio::time::sleep(d) => false,
+            r = self.health.wait_for(|h| !h.healthy) => r.is_ok(),
+        };
+        !turned_unhealthy && self.health.borrow().healthy
+    }
+
+    /// Registers, retrying with back-off; `false` if the app turned unhealthy first.
+    async fn register(&mut self, instance: &Instance) -> bool {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.registry.register(&self.config.service, instance).await {
+                Ok(()) => {
+                    self.metrics.registrations.inc();
+                    tracing::info!(service = %self.config.service, instance = %instance.addr, symbol = %self.config.symbol, registry = %self.registry.describe(), "registered");
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.registration_failures.inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot register; not ready until registered");
+                }
+            }
+            if !self.healthy_for(backoff).await {
+                return false;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Registers again if the registry lost the instance.
+    async fn reconcile(&mut self, instance: &Instance) {
+        match self.registry.instances(&self.config.service).await {
+            Ok(listed) if !listed.iter().any(|i| i.addr == instance.addr) => {
+                tracing::warn!(instance = %instance.addr, "the registry no longer lists this instance; registering again");
+                if self.registry.register(&self.config.service, instance).await.is_ok() {
+                    self.metrics.registrations.inc();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot check the registration"),
+        }
+    }
+
+    async fn deregister(&self, instance: &Instance) -> bool {
+        match self.registry.deregister(&self.config.service, instance).await {
+            Ok(()) => {
+                self.metrics.deregistrations.inc();
+                tracing::info!(service = %self.config.service, instance = %instance.addr, "deregistered");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot deregister");
+                false
+            }
+        }
+    }
+
+    /// The drain: deregister at once (retrying while the registry is unreachable), then wait
+    /// for the drain to end.
+    async fn drain_out(&mut self, phase: &mut watch::Receiver<Phase>) {
+        let was = self.state.borrow().lifecycle;
+        let instance = self.state.borrow().instance.clone().unwrap_or_else(|| self.instance());
+        self.set(Lifecycle::Draining, None);
+        if was != Lifecycle::Starting {
+            let done = |p: &Phase| matches!(p, Phase::Done { .. });
+            while !self.deregister(&instance).await {
+                let retry = tokio::time::sleep(Duration::from_millis(500));
+                tokio::select! { () = retry => {}, _ = phase.wait_for(done) => break }
+            }
+            if let Some(elapsed) = self.drain.elapsed() {
+                self.metrics.drain_deregistration.set(elapsed.as_secs_f64());
+                tracing::info!(after = ?elapsed, "deregistered after the drain started");
+            }
+        }
+        let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
+        if let Some(elapsed) = self.drain.elapsed() {
+            self.metrics.drain_duration.set(elapsed.as_secs_f64());
+        }
+        self.set(Lifecycle::Stopped, None);
+    }
+}
+
+/// Copies the health verdict into the state for `/state` and `/ready`.
+async fn mirror_health(mut health: watch::Receiver<Health>, state: watch::Sender<State>) {
+    loop {
+        let h = health.borrow_and_update().clone();
+        state.send_modify(|s| {
+            s.healthy = h.healthy;
+            s.failing = h.failing;
+        });
+        if health.changed().await.is_err() {
+            return;
+        }
+    }
+}

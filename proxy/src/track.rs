@@ -1,0 +1,112 @@
+//! The tracking layer: counts each request by status class, times it to its response headers,
+//! and keeps it in flight until its response body ends. On the inbound side it also tells the
+//! drain that a request arrived.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::Request;
+use http_body::{Frame, SizeHint};
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+use crate::body::{self, Body, BoxError, HttpResponse};
+use crate::drain::{Drain, InFlight};
+use crate::metrics::{Metrics, status_class};
+
+/// Wraps a service with request tracking for `direction` (`inbound` or `outbound`).
+#[derive(Clone, Debug)]
+pub struct Track<S> {
+    inner: S,
+    direction: &'static str,
+    metrics: Metrics,
+    drain: Option<Arc<Drain>>,
+}
+
+impl<S> Track<S> {
+    /// Tracks `inner`; with `drain`, arrivals count towards it.
+    pub fn new(inner: S, direction: &'static str, metrics: Metrics, drain: Option<Arc<Drain>>) -> Self {
+        Track { inner, direction, metrics, drain }
+    }
+}
+
+/// Decrements the in-flight gauge when the response body is done.
+#[derive(Debug)]
+struct Guard {
+    gauge: IntGauge,
+    _drain: Option<InFlight>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for Track<S>
+where
+    S: tower::Service<Request<B>, Response = HttpResponse, Error = Infallible> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let drain_guard = self.drain.as_ref().map(|d| {
+            if d.is_draining() {
+                self.metrics.drain_requests.inc();
+            }
+            d.request()
+        });
+        let gauge = self.metrics.in_flight.with_label_values(&[self.direction]);
+        gauge.inc();
+        let guard = Guard { gauge, _drain: drain_guard };
+        let (metrics, direction) = (self.metrics.clone(), self.direction);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            metrics.request_duration.with_label_values(&[direction]).observe(start.elapsed().as_secs_f64());
+            metrics.requests.with_label_values(&[direction, status_class(resp.status())]).inc();
+            Ok(resp.map(|b| body::boxed(Guarded { inner: b, _guard: guard })))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that holds a guard until it is dropped (after its last frame, or abandoned).
+    struct Guarded {
+        #[pin]
+        inner: Body,
+        _guard: Guard,
+    }
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,52 @@
+//! `berth`: one binary, a subcommand per program. Each hands over to its crate.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// berth makes rollouts of Nacos-registered services lossless.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Proxy(berth_proxy::config::ProxyArgs),
+    SampleApp(berth_demo::sample_app::SampleAppArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::from(2),
+                _ => ExitCode::from(berth_proxy::config::EXIT_CONFIG),
+            };
+        }
+    };
+    init_logging();
+    match cli.command {
+        Command::Proxy(args) => berth_proxy::main(args),
+        Command::SampleApp(args) => berth_demo::sample_app::main(args),
+    }
+}
+
+/// Logs to stderr; `BERTH_LOG` sets the filter (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,nacos_sdk=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
