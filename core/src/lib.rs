@@ -9,6 +9,7 @@
 pub mod instance;
 pub mod lifecycle;
 pub mod metadata;
+pub mod policy;
 pub mod registry;
 pub mod symbol;
 
