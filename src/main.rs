@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 /// berth makes rollouts of Nacos-registered services lossless.
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, propagate_version = true)]
+#[command(name = "berth", version, propagate_version = true, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 /// Logs to stderr; `BERTH_LOG` sets the filter (default `info`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,nacos_sdk=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,nacos_sdk=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -219,7 +219,7 @@ fn service_name(s: &str) -> Result<String, String> {
 
 /// A command whose only subcommand is `proxy`, used to parse the file-merged arguments.
 #[derive(Parser, Debug)]
-#[command(name = "berth proxy", no_binary_name = false)]
+#[command(name = "berth proxy", args_override_self = true)]
 struct Standalone {
     #[command(flatten)]
     args: ProxyArgs,

@@ -249,11 +249,11 @@ mod tests {
         let finisher = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
             drop(guard);
-            d.request()
+            drop(d.request());
         });
         let ended = run(&drain, timing(100, 100, 5_000)).await;
         assert_eq!(ended, Phase::Done { forced: false });
-        drop(finisher.await.unwrap());
+        finisher.await.unwrap();
         assert_eq!(drain.received_while_draining(), 1);
     }
 

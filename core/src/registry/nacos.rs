@@ -65,7 +65,8 @@ impl NacosRegistry {
             .app_name("berth")
             // Our URL, not NACOS_CLIENT_* variables of the environment, says where Nacos is.
             .env_first(false)
-            .cache_dir(std::env::temp_dir().join(format!("berth-nacos-{}", std::process::id())));
+            // A cache shared by every berth process: the client writes it but never loads it at start.
+            .cache_dir(std::env::temp_dir().join("berth-nacos-cache"));
         if let Some(port) = self.url.grpc_port {
             props = props.remote_grpc_port(port);
         }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every berth test. Installs what the tests need when it is missing: each file in
+# scripts/deps/ checks for one tool and installs it (rnacos, cargo-nextest, …).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for dep in scripts/deps/*.sh; do
+  # shellcheck source=/dev/null
+  source "$dep"
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> tests"
+cargo nextest run --workspace --locked --profile ci "$@"

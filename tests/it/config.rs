@@ -1,0 +1,123 @@
+//! Configuration: every bad input exits 64 naming the option; flags beat the environment,
+//! which beats the file, which beats defaults.
+
+use std::time::Duration;
+
+use crate::support::{App, Sidecar, berth, client, dir_registry};
+
+fn proxy_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = berth();
+    cmd.arg("proxy").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_option() {
+    let ok = ["--service", "s", "--app-port", "8080", "--registry", "dir:///tmp/berth-test-unused"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v: Vec<&str> = ok.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec!["--app-port", "8080"], "--service", "name the app's service"),
+        (vec!["--service", "s"], "--app-port", "127.0.0.1"),
+        (with(&["--app-port", "0"]), "--app-port", "0"),
+        (with(&["--app-port", "70000"]), "--app-port", "70000"),
+        (with(&["--app-health", "http:nope"]), "--app-health", "http:/path"),
+        (with(&["--dependency", "db:5432"]), "--dependency", "tcp://host:port"),
+        (with(&["--registry", "http://nacos:8848"]), "--registry", "nacos://"),
+        (with(&["--drain-min", "soon"]), "--drain-min", "duration"),
+        (with(&["--drain-min", "30s", "--drain-timeout", "10s"]), "--drain-timeout", "longer than --drain-min"),
+        (with(&["--symbol", "Canary"]), "--symbol", "lower-case"),
+        (with(&["--inbound", "0.0.0.0:9000", "--admin", "127.0.0.1:9000"]), "--admin", "inbound port"),
+        (with(&["--inbound", "0.0.0.0:8080"]), "--inbound", "app's port"),
+        (with(&["--advertise", "0.0.0.0:1"]), "--advertise", "concrete"),
+        (with(&["--drain-token", "short"]), "--drain-token", "16 characters"),
+        (with(&["--healthy-threshold", "0"]), "--healthy-threshold", "0"),
+        (with(&["--service", "bad/name"]), "--service", "service name"),
+        (with(&["--no-such-flag"]), "--no-such-flag", ""),
+    ];
+    for (args, option, allowed) in cases {
+        let err = proxy_fails(&args, &[]);
+        assert!(err.contains(option) && err.contains(allowed), "{args:?}: expected {option} and {allowed:?} in: {err}");
+    }
+    let err = proxy_fails(&with(&[]), &[("POD_IP", "not-an-ip")]);
+    assert!(err.contains("POD_IP") && err.contains("not-an-ip"), "{err}");
+    let err = proxy_fails(&ok, &[("BERTH_WARMUP", "forever")]);
+    assert!(err.contains("--warmup") && err.contains("forever"), "{err}");
+}
+
+#[test]
+fn a_bad_config_file_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.toml");
+    for (content, expect) in [
+        ("service = \"s\"\ncolour = \"red\"\n", "unknown key `colour`"),
+        ("service = \"s\"\ndrain-quiet = \"x\"\n", "--drain-quiet"),
+        ("service = [\n", "berth.toml"),
+        ("service = \"s\"\ndrain-min = { a = 1 }\n", "drain-min"),
+    ] {
+        std::fs::write(&path, content).unwrap();
+        let err = proxy_fails(&["--config", path.to_str().unwrap(), "--app-port", "8080"], &[]);
+        assert!(err.contains(expect), "{content:?}: expected {expect:?} in: {err}");
+    }
+    let err = proxy_fails(&["--config", "/nonexistent/berth.toml", "--app-port", "1"], &[]);
+    assert!(err.contains("/nonexistent/berth.toml") && err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn help_documents_every_flag_and_exits_zero() {
+    let out = berth().args(["proxy", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config", "--service", "--symbol", "--app-port", "--app-protocol", "--app-health", "--dependency",
+        "--inbound", "--admin", "--advertise", "--registry", "--register-delay", "--warmup", "--drain-min",
+        "--drain-quiet", "--drain-timeout", "--drain-token", "BERTH_SERVICE",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+async fn symbol_of(file_symbol: &str, env: Option<&str>, flag: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("precedence").await;
+    let path = dir.path().join("berth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "service = \"from-file\"\napp-port = {}\nsymbol = \"{file_symbol}\"\nregistry = \"{}\"\ninbound = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+            app.addr.port(),
+            dir_registry(&dir)
+        ),
+    )
+    .unwrap();
+    let mut cmd = berth();
+    cmd.args(["proxy", "--config", path.to_str().unwrap()]);
+    if let Some(e) = env {
+        cmd.env("BERTH_SYMBOL", e);
+    }
+    if let Some(f) = flag {
+        cmd.args(["--symbol", f]);
+    }
+    let sidecar = Sidecar::spawn("precedence", cmd).await;
+    let state: serde_json::Value =
+        client().get(sidecar.admin_url("/state")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state["service"], "from-file");
+    tokio::time::timeout(Duration::from_secs(1), async {}).await.unwrap();
+    state["symbol"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beats_file() {
+    assert_eq!(symbol_of("canary", None, None).await, "canary");
+    assert_eq!(symbol_of("canary", Some("blue"), None).await, "blue");
+    assert_eq!(symbol_of("canary", Some("blue"), Some("green")).await, "green");
+}

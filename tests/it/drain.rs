@@ -1,0 +1,199 @@
+//! The drain: deregistered at once, serving stragglers with the read-only signal for drain-min,
+//! in-flight work finished, then a clean exit — or a forced one.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::{App, Rnacos, Sidecar, client, dir_registry, eventually};
+
+const T: Duration = Duration::from_secs(15);
+
+async fn serving(service: &str, registry: &str, extra: &[&str]) -> (App, Sidecar) {
+    let app = App::start(service).await;
+    let sidecar = Sidecar::start(service, app.addr.port(), registry, extra).await;
+    sidecar.wait_ready(T).await;
+    (app, sidecar)
+}
+
+/// An HTTP/1.1 connection we control: one TCP connection, requests sent in order.
+async fn h1_connection(addr: SocketAddr) -> (hyper::client::conn::http1::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    (send, tokio::spawn(async move { let _ = conn.await; }))
+}
+
+fn get(path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(path).header("host", "test").body(Empty::new()).unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_deregisters_within_2s_serves_stragglers_and_exits_zero() {
+    let nacos = Rnacos::start().await;
+    let (_app, mut sidecar) = serving("leaving", &nacos.url(), &["--drain-min", "3s", "--drain-quiet", "500ms"]).await;
+    eventually(T, "listed", || async { nacos.lists("leaving", sidecar.inbound).await }).await;
+
+    let slow = tokio::spawn(client().get(sidecar.url("/slow?ms=2500")).send());
+    eventually(T, "slow request in flight", || async { sidecar.state().await["in_flight"] == 1 }).await;
+
+    sidecar.proc.signal("TERM");
+    let drain_started = Instant::now();
+    eventually(Duration::from_secs(2), "gone from Nacos within 2 s of the drain", || async {
+        !nacos.lists("leaving", sidecar.inbound).await
+    })
+    .await;
+    assert_eq!(sidecar.ready().await, 503);
+    assert_eq!(sidecar.lifecycle().await, "draining");
+
+    // Stragglers during drain-min: served, each with the signal, each connection closed.
+    for _ in 0..5 {
+        let resp = client().get(sidecar.url("/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-berth-lifecycle"], "draining");
+        assert_eq!(resp.headers()["connection"], "close");
+    }
+    assert!(drain_started.elapsed() < Duration::from_secs(3), "the stragglers came after drain-min");
+
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status(), 200, "the request in flight when the drain started completed");
+    assert_eq!(slow.headers()["x-berth-lifecycle"], "draining");
+    assert_eq!(slow.text().await.unwrap(), "hello from leaving\n");
+
+    let status = sidecar.proc.wait_exit(T).await;
+    assert_eq!(status.code(), Some(0), "exit 0 after the quiet period");
+    assert!(drain_started.elapsed() >= Duration::from_secs(3), "exited before drain-min");
+    let out = sidecar.proc.output();
+    assert!(out.contains("stopped: drain complete"), "{out}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_serves_one_more_request_then_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, sidecar) = serving("keepalive", &dir_registry(&dir), &["--drain-min", "5s"]).await;
+    let (mut send, conn) = h1_connection(sidecar.inbound).await;
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-berth-lifecycle").is_none());
+    resp.into_body().collect().await.unwrap();
+
+    let drain = client().post(sidecar.admin_url("/drain")).send().await.unwrap();
+    assert_eq!(drain.status(), 202);
+    // Not cut at the start of the drain: the idle connection still takes a request.
+    send.ready().await.unwrap();
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-berth-lifecycle"], "draining");
+    assert_eq!(resp.headers()["connection"], "close");
+    resp.into_body().collect().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), conn).await.expect("closed after that response").unwrap();
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_drain_min_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, sidecar) = serving("idle", &dir_registry(&dir), &["--drain-min", "2s", "--drain-quiet", "5s"]).await;
+    let (mut send, conn) = h1_connection(sidecar.inbound).await;
+    send.send_request(get("/")).await.unwrap().into_body().collect().await.unwrap();
+    client().post(sidecar.admin_url("/drain")).send().await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(6), conn).await.expect("closed after drain-min").unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1900), "closed {:?} into a 2 s drain-min", started.elapsed());
+}
+
+#[tokio::test]
+async fn http2_connections_get_a_graceful_goaway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, sidecar) = serving("h2", &dir_registry(&dir), &["--drain-min", "10s"]).await;
+    let stream = tokio::net::TcpStream::connect(sidecar.inbound).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    // A stream in flight when the drain starts still completes.
+    let slow = tokio::spawn(send.send_request(get("/slow?ms=1000")));
+    eventually(T, "slow stream in flight", || async { sidecar.state().await["in_flight"] == 1 }).await;
+
+    client().post(sidecar.admin_url("/drain")).send().await.unwrap();
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.headers()["x-berth-lifecycle"], "draining");
+    slow.into_body().collect().await.unwrap();
+    // GOAWAY, long before drain-min is over: the connection ends.
+    tokio::time::timeout(Duration::from_secs(3), conn).await.expect("GOAWAY closed the connection").unwrap().unwrap();
+    // New connections are still accepted and served.
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(sidecar.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-berth-lifecycle"], "draining");
+}
+
+#[tokio::test]
+async fn drain_wait_answers_once_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, mut sidecar) = serving("waiter", &dir_registry(&dir), &["--drain-min", "2s", "--drain-quiet", "300ms"]).await;
+    let started = Instant::now();
+    let resp = client().get(sidecar.admin_url("/drain?wait=true")).send().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2), "answered before drain-min was over");
+    assert_eq!(resp.status(), 200);
+    let state: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(state["lifecycle"], "stopped");
+    assert_eq!(sidecar.proc.wait_exit(T).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn drain_timeout_forces_the_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, mut sidecar) =
+        serving("stuck", &dir_registry(&dir), &["--drain-min", "500ms", "--drain-timeout", "2s"]).await;
+    let slow = tokio::spawn(client().get(sidecar.url("/slow?ms=60000")).send());
+    eventually(T, "slow request in flight", || async { sidecar.state().await["in_flight"] == 1 }).await;
+    sidecar.proc.signal("TERM");
+    let started = Instant::now();
+    let status = sidecar.proc.wait_exit(T).await;
+    assert_eq!(status.code(), Some(2), "a forced drain exits non-zero");
+    assert!(started.elapsed() >= Duration::from_millis(1900), "forced after {:?}, not at drain-timeout", started.elapsed());
+    let out = sidecar.proc.output();
+    assert!(out.contains("drain timed out") && out.contains("in_flight=1"), "{out}");
+    slow.abort();
+}
+
+#[tokio::test]
+async fn a_second_sigterm_forces_the_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, mut sidecar) = serving("impatient", &dir_registry(&dir), &["--drain-min", "30s", "--drain-timeout", "60s"]).await;
+    let _slow = tokio::spawn(client().get(sidecar.url("/slow?ms=60000")).send());
+    eventually(T, "slow request in flight", || async { sidecar.state().await["in_flight"] == 1 }).await;
+    sidecar.proc.signal("TERM");
+    eventually(T, "draining", || async { sidecar.lifecycle().await == "draining" }).await;
+    sidecar.proc.signal("TERM");
+    assert_eq!(sidecar.proc.wait_exit(Duration::from_secs(5)).await.code(), Some(2));
+    let out = sidecar.proc.output();
+    assert!(out.contains("drain forced") && out.contains("in_flight=1"), "{out}");
+}
+
+#[tokio::test]
+async fn drain_state_and_metrics_report_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, sidecar) = serving("progress", &dir_registry(&dir), &["--drain-min", "5s"]).await;
+    client().post(sidecar.admin_url("/drain")).send().await.unwrap();
+    for _ in 0..3 {
+        client().get(sidecar.url("/")).send().await.unwrap();
+    }
+    let state = sidecar.state().await;
+    assert_eq!(state["lifecycle"], "draining");
+    assert_eq!(state["drain"]["received_while_draining"], 3);
+    assert_eq!(state["drain"]["closing"], false);
+    assert!(state["instance"].is_null());
+    eventually(T, "deregistration counted", || async {
+        sidecar.metrics().await.contains("berth_deregistrations_total 1")
+    })
+    .await;
+    let m = sidecar.metrics().await;
+    assert!(m.contains("berth_drain_requests_total 3"), "{m}");
+    assert!(m.contains("berth_lifecycle_state{state=\"draining\"} 1"), "{m}");
+}

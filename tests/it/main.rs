@@ -1,0 +1,6 @@
+//! berth's integration tests: real processes on 127.0.0.1, a real rnacos, real HTTP.
+
+mod config;
+mod drain;
+mod provider;
+mod support;

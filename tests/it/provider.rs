@@ -1,0 +1,230 @@
+//! The provider side: readiness, late registration, health, the inbound proxy, metrics.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{App, Rnacos, Sidecar, client, dir_registry, eventually, free_port};
+
+const T: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn not_ready_and_not_registered_while_the_app_is_down() {
+    let nacos = Rnacos::start().await;
+    let sidecar = Sidecar::start("down", free_port(), &nacos.url(), &[]).await;
+    eventually(T, "the app check has failed", || async {
+        sidecar.state().await["failing"].as_array().is_some_and(|f| !f.is_empty())
+    })
+    .await;
+    let state = sidecar.state().await;
+    assert_eq!(state["lifecycle"], "starting");
+    assert!(state["failing"][0].as_str().unwrap().contains("app (tcp"), "{state}");
+    assert_eq!(sidecar.ready().await, 503);
+    assert!(nacos.instances("down").await.is_empty());
+    let body = client().get(sidecar.admin_url("/ready")).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("not ready") && body.contains("app"), "{body}");
+}
+
+#[tokio::test]
+async fn registers_with_metadata_only_after_the_register_delay() {
+    let nacos = Rnacos::start().await;
+    let app = App::start("delayed").await;
+    let sidecar = Sidecar::start("delayed", app.addr.port(), &nacos.url(), &[
+        "--register-delay",
+        "2s",
+        "--symbol",
+        "canary",
+        "--app-version",
+        "7.1.0",
+    ])
+    .await;
+    eventually(T, "registering", || async { sidecar.lifecycle().await == "registering" }).await;
+    let registering_since = sidecar.state().await["since_ms"].as_u64().unwrap();
+    // During the delay: neither ready nor in Nacos.
+    assert_eq!(sidecar.ready().await, 503);
+    assert!(nacos.instances("delayed").await.is_empty());
+    assert_eq!(sidecar.lifecycle().await, "registering", "the delay ended too early");
+
+    sidecar.wait_ready(T).await;
+    eventually(T, "listed in Nacos", || async { nacos.lists("delayed", sidecar.inbound).await }).await;
+    let hosts = nacos.instances("delayed").await;
+    let meta = &hosts[0]["metadata"];
+    assert_eq!(meta["berth.symbol"], "canary");
+    assert_eq!(meta["berth.version"], "7.1.0");
+    assert_eq!(meta["berth.protocol"], "h2c");
+    let started_at: u64 = meta["berth.started_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        started_at >= registering_since + 1_900,
+        "registered {} ms after becoming healthy; the delay is 2 s",
+        started_at - registering_since
+    );
+    assert!(hosts[0]["ephemeral"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn app_killed_while_serving_deregisters_and_comes_back() {
+    let nacos = Rnacos::start().await;
+    let mut app = App::start("flaky").await;
+    let port = app.addr.port();
+    let sidecar = Sidecar::start("flaky", port, &nacos.url(), &[]).await;
+    sidecar.wait_ready(T).await;
+    eventually(T, "listed", || async { nacos.lists("flaky", sidecar.inbound).await }).await;
+
+    app.proc.kill();
+    eventually(T, "unready after the app died", || async { sidecar.ready().await == 503 }).await;
+    eventually(T, "deregistered after the app died", || async { !nacos.lists("flaky", sidecar.inbound).await })
+        .await;
+    assert_eq!(sidecar.lifecycle().await, "starting");
+
+    let _app = App::start_on("flaky", port).await;
+    sidecar.wait_ready(T).await;
+    eventually(T, "registered again", || async { nacos.lists("flaky", sidecar.inbound).await }).await;
+    let m = sidecar.metrics().await;
+    assert!(m.contains("berth_registrations_total 2"), "{m}");
+    assert!(m.contains("berth_deregistrations_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn nacos_unreachable_at_start_then_restarted() {
+    let mut nacos = Rnacos::reserve();
+    let app = App::start("patient").await;
+    let sidecar = Sidecar::start("patient", app.addr.port(), &nacos.url(), &[]).await;
+    sidecar.proc.wait_line("cannot register; not ready until registered", T).await;
+    let line = sidecar.proc.wait_line("is unreachable", T).await;
+    assert!(line.contains(&format!("127.0.0.1:{}", nacos.http)), "the log names the registry: {line}");
+    assert_eq!(sidecar.ready().await, 503);
+    assert_eq!(sidecar.lifecycle().await, "registering");
+
+    nacos.restart().await;
+    sidecar.wait_ready(Duration::from_secs(30)).await;
+    eventually(T, "registered once Nacos is up", || async { nacos.lists("patient", sidecar.inbound).await }).await;
+
+    // A restarted rnacos keeps no ephemeral instances: being listed again means re-registered.
+    nacos.restart().await;
+    eventually(Duration::from_secs(30), "registered again after rnacos restarted", || async {
+        nacos.lists("patient", sidecar.inbound).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dependency_gates_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("dependent").await;
+    let db_port = free_port();
+    let dependency = format!("tcp://127.0.0.1:{db_port}");
+    let sidecar =
+        Sidecar::start("dependent", app.addr.port(), &dir_registry(&dir), &["--dependency", &dependency]).await;
+    eventually(T, "the dependency check has failed", || async {
+        sidecar.state().await["failing"].to_string().contains(&dependency)
+    })
+    .await;
+    assert_eq!(sidecar.ready().await, 503);
+    let _db = std::net::TcpListener::bind(("127.0.0.1", db_port)).unwrap();
+    sidecar.wait_ready(T).await;
+}
+
+#[tokio::test]
+async fn the_app_being_down_is_a_503_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start("gone", free_port(), &dir_registry(&dir), &[]).await;
+    let started = Instant::now();
+    let resp = client().get(sidecar.url("/")).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "an answer, not a hang");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-berth-error"], "app-unavailable");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("not accepting connections"), "{body}");
+}
+
+#[tokio::test]
+async fn proxies_http1_and_h2c_with_forwarding_headers_and_streamed_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("echo").await;
+    let sidecar = Sidecar::start("echo", app.addr.port(), &dir_registry(&dir), &[]).await;
+    sidecar.wait_ready(T).await;
+
+    let upload = vec![b'x'; 3 * 1024 * 1024];
+    let resp = client()
+        .post(sidecar.url("/echo?q=1"))
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-end-to-end", "kept")
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["body_bytes"], 3 * 1024 * 1024);
+    assert_eq!(echo["path"], "/echo?q=1");
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert_eq!(headers["x-end-to-end"], "kept");
+    assert!(headers.get("x-hop").is_none() && headers.get("keep-alive").is_none(), "{headers}");
+
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(sidecar.url("/echo")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["version"], "HTTP/1.1", "the app speaks HTTP/1.1");
+    assert!(echo["headers"]["host"].as_str().unwrap().starts_with("127.0.0.1:"), "{echo}");
+
+    // A streamed response arrives in pieces, not all at the end.
+    let mut resp = client().get(sidecar.url("/stream?chunks=5&ms=200")).send().await.unwrap();
+    let start = Instant::now();
+    let first = resp.chunk().await.unwrap().unwrap();
+    let first_after = start.elapsed();
+    let mut rest = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(String::from_utf8_lossy(&first), "chunk 0\n");
+    assert!(String::from_utf8_lossy(&rest).ends_with("chunk 4\n"));
+    assert!(start.elapsed() > first_after + Duration::from_millis(600), "the chunks were not streamed");
+}
+
+#[tokio::test]
+async fn metrics_are_valid_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("metered").await;
+    let sidecar = Sidecar::start("metered", app.addr.port(), &dir_registry(&dir), &[]).await;
+    sidecar.wait_ready(T).await;
+    for _ in 0..3 {
+        assert_eq!(client().get(sidecar.url("/")).send().await.unwrap().status(), 200);
+    }
+    client().get(sidecar.url("/nope")).send().await.unwrap();
+    let text = sidecar.metrics().await;
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
+        match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        }
+    };
+    assert_eq!(value("berth_requests_total", &[("direction", "inbound"), ("status_class", "2xx")]), 3.0);
+    assert_eq!(value("berth_requests_total", &[("direction", "inbound"), ("status_class", "4xx")]), 1.0);
+    assert_eq!(value("berth_requests_in_flight", &[("direction", "inbound")]), 0.0);
+    assert_eq!(value("berth_lifecycle_state", &[("state", "warming")]), 1.0);
+    assert_eq!(value("berth_lifecycle_state", &[("state", "starting")]), 0.0);
+    assert_eq!(value("berth_registrations_total", &[]), 1.0);
+    for name in [
+        "berth_request_duration_seconds_count",
+        "berth_connections_open",
+        "berth_deregistrations_total",
+        "berth_drain_deregistration_seconds",
+        "berth_drain_requests_total",
+        "berth_drain_duration_seconds",
+    ] {
+        assert!(scrape.samples.iter().any(|s| s.metric == name), "no {name}");
+    }
+    for s in &scrape.samples {
+        assert!(s.metric.starts_with("berth_"), "{}", s.metric);
+    }
+}

@@ -1,0 +1,145 @@
+//! What the integration tests share: real processes (berth, the sample app, rnacos) on
+//! 127.0.0.1 with ephemeral ports, killed when the test ends, and conditions with deadlines.
+
+pub mod nacos;
+pub mod process;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use self::nacos::Rnacos;
+pub use self::process::Proc;
+
+/// The `berth` binary under test.
+pub fn berth() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.env("BERTH_LOG", "info");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BERTH_") && k != "BERTH_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("POD_IP");
+    cmd
+}
+
+/// A port nothing listens on (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `cond` every 25 ms until it is true; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An HTTP client that never uses a proxy from the environment and keeps no idle connections.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The sample app on an ephemeral port (or on `port`).
+#[derive(Debug)]
+pub struct App {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl App {
+    pub async fn start(name: &str) -> App {
+        App::start_on(name, 0).await
+    }
+
+    pub async fn start_on(name: &str, port: u16) -> App {
+        let mut cmd = berth();
+        cmd.args(["sample-app", "--name", name, "--listen", &format!("127.0.0.1:{port}")]);
+        let proc = Proc::spawn(&format!("app {name}"), cmd);
+        let line = proc.wait_line("listening on ", Duration::from_secs(10)).await;
+        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        App { proc, addr }
+    }
+}
+
+/// A `berth proxy` with its inbound and admin ports on 127.0.0.1.
+#[derive(Debug)]
+pub struct Sidecar {
+    pub proc: Proc,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Sidecar {
+    /// Starts `berth proxy --service SERVICE --app-port PORT --registry REGISTRY` plus `extra`.
+    pub async fn start(service: &str, app_port: u16, registry: &str, extra: &[&str]) -> Sidecar {
+        let mut cmd = berth();
+        cmd.args(["proxy", "--service", service, "--app-port", &app_port.to_string()])
+            .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--registry", registry])
+            .args(["--health-interval", "100ms", "--unhealthy-threshold", "2"])
+            .args(extra);
+        Sidecar::spawn(&format!("sidecar {service}"), cmd).await
+    }
+
+    pub async fn spawn(name: &str, cmd: Command) -> Sidecar {
+        let proc = Proc::spawn(name, cmd);
+        let line = proc.wait_line("berth proxy listening", Duration::from_secs(10)).await;
+        let field = |key: &str| -> SocketAddr {
+            let start = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 2;
+            line[start..].split(' ').next().unwrap().parse().unwrap()
+        };
+        Sidecar { inbound: field("inbound"), admin: field("admin"), proc }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.inbound)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The status `/ready` answers.
+    pub async fn ready(&self) -> u16 {
+        client().get(self.admin_url("/ready")).send().await.map_or(0, |r| r.status().as_u16())
+    }
+
+    /// `/state` as JSON.
+    pub async fn state(&self) -> serde_json::Value {
+        client().get(self.admin_url("/state")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The lifecycle `/state` reports.
+    pub async fn lifecycle(&self) -> String {
+        self.state().await["lifecycle"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn metrics(&self) -> String {
+        client().get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        eventually(timeout, &format!("{} ready", self.proc.name), || async { self.ready().await == 200 }).await;
+    }
+}
+
+/// A temporary directory registry URL.
+pub fn dir_registry(dir: &tempfile::TempDir) -> String {
+    format!("dir://{}", dir.path().display())
+}

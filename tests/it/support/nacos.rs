@@ -1,0 +1,97 @@
+//! A real rnacos server per test, on free loopback ports, with its data in a temp directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{Proc, client, eventually, free_port};
+
+/// Where the rnacos binary is: `$BERTH_RNACOS`, then `$CARGO_HOME/bin`, then `~/.cargo/bin`,
+/// then `PATH`.
+fn rnacos_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_RNACOS") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
+    let candidate = cargo_home.join("bin").join("rnacos");
+    if candidate.exists() {
+        return candidate;
+    }
+    let on_path = Command::new("sh").args(["-c", "command -v rnacos"]).output().ok();
+    match on_path.filter(|o| o.status.success()) {
+        Some(o) => String::from_utf8_lossy(&o.stdout).trim().into(),
+        None => panic!("rnacos is not installed: run scripts/test.sh, which installs it (see README)"),
+    }
+}
+
+/// A running rnacos.
+#[derive(Debug)]
+pub struct Rnacos {
+    proc: Option<Proc>,
+    pub http: u16,
+    pub grpc: u16,
+    console: u16,
+    data: tempfile::TempDir,
+}
+
+impl Rnacos {
+    /// Starts rnacos and waits until its HTTP API answers.
+    pub async fn start() -> Rnacos {
+        let mut r = Rnacos::reserve();
+        r.restart().await;
+        r
+    }
+
+    /// Picks ports and a data directory without starting the server.
+    pub fn reserve() -> Rnacos {
+        Rnacos { proc: None, http: free_port(), grpc: free_port(), console: free_port(), data: tempfile::tempdir().unwrap() }
+    }
+
+    /// Starts (again) on the same ports and data directory.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let mut cmd = Command::new(rnacos_binary());
+        cmd.current_dir(self.data.path())
+            .env("RNACOS_SDK_HOST", "127.0.0.1")
+            .env("RNACOS_HTTP_PORT", self.http.to_string())
+            .env("RNACOS_GRPC_PORT", self.grpc.to_string())
+            .env("RNACOS_HTTP_CONSOLE_PORT", self.console.to_string())
+            .env("RNACOS_DATA_DIR", self.data.path().join("data"))
+            .env("RNACOS_HTTP_WORKERS", "2")
+            .env("RNACOS_NAMING_INSTANCE_METADATA_PERSISTENCE_ENABLE", "false");
+        self.proc = Some(Proc::spawn("rnacos", cmd));
+        let url = format!("http://127.0.0.1:{}/nacos/v1/ns/instance/list?serviceName=probe", self.http);
+        eventually(Duration::from_secs(20), "rnacos answers", || async {
+            client().get(&url).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    /// Kills the server (its data directory stays).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// The registry URL berth takes.
+    pub fn url(&self) -> String {
+        format!("nacos://127.0.0.1:{}?grpc_port={}", self.http, self.grpc)
+    }
+
+    /// The instances of `service` as Nacos's own HTTP API lists them.
+    pub async fn instances(&self, service: &str) -> Vec<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/nacos/v1/ns/instance/list?serviceName={service}", self.http);
+        let Ok(resp) = client().get(&url).send().await else { return Vec::new() };
+        let doc: serde_json::Value = resp.json().await.unwrap_or_default();
+        doc["hosts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Whether Nacos lists `ip:port` for `service`.
+    pub async fn lists(&self, service: &str, addr: std::net::SocketAddr) -> bool {
+        self.instances(service).await.iter().any(|h| {
+            h["ip"].as_str() == Some(&addr.ip().to_string()) && h["port"].as_u64() == Some(u64::from(addr.port()))
+        })
+    }
+}
