@@ -14,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Proxy(berth_proxy::config::ProxyArgs),
+    Proxy(Box<berth_proxy::config::ProxyArgs>),
     SampleApp(berth_demo::sample_app::SampleAppArgs),
 }
 
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     };
     init_logging();
     match cli.command {
-        Command::Proxy(args) => berth_proxy::main(args),
+        Command::Proxy(args) => berth_proxy::main(*args),
         Command::SampleApp(args) => berth_demo::sample_app::main(args),
     }
 }

@@ -14,6 +14,10 @@ pub const VERSION: &str = "berth.version";
 /// sidecar does) or `http1`.
 pub const PROTOCOL: &str = "berth.protocol";
 
+/// The instance's warm-up window in milliseconds: consumers ramp its share up over this long
+/// after `berth.started_at`.
+pub const WARMUP: &str = "berth.warmup";
+
 /// The response header that carries the read-only signal.
 pub const LIFECYCLE_HEADER: &str = "x-berth-lifecycle";
 /// The value of [`LIFECYCLE_HEADER`] while an instance drains.

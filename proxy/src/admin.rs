@@ -6,6 +6,7 @@
 //! | `GET /ready` | 200 once registered and healthy, else 503 saying why |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /state` | JSON: lifecycle, since when, instance, health, in flight, drain progress |
+//! | `GET /endpoints` | JSON: every followed service's instances (symbol, state, load, weight) and policy |
 //! | `POST /drain[?wait=true]` | starts the drain; with `wait`, answers once stopped |
 //!
 //! `/drain` also answers `GET`, because a Kubernetes `preStop` `httpGet` hook can only GET. It
@@ -45,6 +46,7 @@ pub struct Admin {
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
     pub token: Option<DrainToken>,
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 /// Serves the admin port until `stop` fires, then lets open requests (a `/drain?wait=true`
@@ -87,7 +89,9 @@ impl Admin {
         match path {
             "/live" if get => text(StatusCode::OK, "live\n"),
             "/ready" if get => self.ready(),
+            "/endpoints" if get => json_response(StatusCode::OK, &self.outbound.describe()),
             "/metrics" if get => {
+                self.outbound.refresh_gauges();
                 let mut resp = text(StatusCode::OK, self.metrics.render());
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -97,11 +101,11 @@ impl Admin {
             }
             "/state" if get => json_response(StatusCode::OK, &self.state_json()),
             "/drain" if get || req.method() == Method::POST => self.drain(&req, peer).await,
-            "/live" | "/ready" | "/metrics" | "/state" => method_not_allowed("GET"),
+            "/live" | "/ready" | "/metrics" | "/state" | "/endpoints" => method_not_allowed("GET"),
             "/drain" => method_not_allowed("POST"),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "detail": "routes: /live /ready /metrics /state /drain"}),
+                &json!({"error": "not found", "detail": "routes: /live /ready /metrics /state /endpoints /drain"}),
             ),
         }
     }

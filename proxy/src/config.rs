@@ -116,6 +116,31 @@ pub struct ProxyArgs {
     #[arg(long, env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
+    /// Where the app's outbound calls arrive (as an HTTP proxy, by Host, or by path prefix).
+    #[arg(long, env = "BERTH_OUTBOUND", value_name = "ADDR", default_value = "127.0.0.1:15001")]
+    pub outbound: SocketAddr,
+
+    /// Services to follow from the start instead of on first use. Repeatable; comma-separated.
+    #[arg(long, env = "BERTH_SERVICES", value_name = "NAME", value_delimiter = ',', value_parser = service_name)]
+    pub services: Vec<String>,
+
+    /// How long connecting to an instance may take before the request moves to another one.
+    #[arg(long, env = "BERTH_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub connect_timeout: Duration,
+
+    /// How long an instance may take to answer an outbound request (its response headers);
+    /// `0s` for no limit.
+    #[arg(long, env = "BERTH_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// Consecutive failures (refused or broken connections, timeouts) that eject an instance.
+    #[arg(long, env = "BERTH_EJECT_AFTER", value_name = "N", default_value = "2", value_parser = clap::value_parser!(u32).range(1..))]
+    pub eject_after: u32,
+
+    /// How long a first ejection lasts; each further one doubles it, up to ten times as long.
+    #[arg(long, env = "BERTH_EJECT_FOR", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub eject_for: Duration,
+
     /// Token a non-loopback `POST /drain` must carry in `x-berth-drain-token` (the injector
     /// sets one per pod). Without it, only loopback may start a drain.
     #[arg(long, env = "BERTH_DRAIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -168,6 +193,9 @@ pub struct Config {
     pub registry: RegistryUrl,
     pub timing: Timing,
     pub drain_token: Option<DrainToken>,
+    pub outbound: SocketAddr,
+    pub services: Vec<String>,
+    pub outbound_settings: crate::outbound::Settings,
 }
 
 /// The drain token; never printed.
@@ -255,13 +283,20 @@ impl ProxyArgs {
         {
             return Err(ConfigError::invalid("--admin", self.admin, "must not use the inbound port"));
         }
-        for (option, addr) in [("--inbound", self.inbound), ("--admin", self.admin)] {
+        for (option, addr) in
+            [("--inbound", self.inbound), ("--admin", self.admin), ("--outbound", self.outbound)]
+        {
             if addr.port() == app_port && overlaps(addr.ip(), app.ip()) {
                 return Err(ConfigError::invalid(
                     option,
                     addr,
                     format!("must not use the app's port {app_port}"),
                 ));
+            }
+        }
+        for (a, b) in [(self.outbound, self.inbound), (self.outbound, self.admin)] {
+            if a.port() != 0 && a.port() == b.port() && overlaps(a.ip(), b.ip()) {
+                return Err(ConfigError::invalid("--outbound", a, "must not use the inbound or admin port"));
             }
         }
         let advertise = advertise(self.advertise, self.inbound)?;
@@ -281,6 +316,9 @@ impl ProxyArgs {
         }
         if timing.drain_quiet.is_zero() {
             return Err(ConfigError::invalid("--drain-quiet", "0s", "must be longer than zero"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid("--connect-timeout", "0s", "must be longer than zero"));
         }
         if self.health_interval.is_zero() || self.health_timeout.is_zero() {
             let (option, v) = if self.health_interval.is_zero() {
@@ -317,6 +355,16 @@ impl ProxyArgs {
             registry: self.registry.unwrap_or_else(RegistryUrl::default_dir),
             timing,
             drain_token: self.drain_token.map(DrainToken),
+            outbound: self.outbound,
+            services: self.services,
+            outbound_settings: crate::outbound::Settings {
+                connect_timeout: self.connect_timeout,
+                request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
+                ejection: crate::outbound::endpoint::Ejection {
+                    after: self.eject_after,
+                    base: self.eject_for,
+                },
+            },
         })
     }
 }

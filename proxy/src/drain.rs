@@ -151,7 +151,8 @@ impl Drain {
         Duration::from_micros(self.now().saturating_sub(self.last_request.load(Ordering::SeqCst)))
     }
 
-    async fn forced(&self) {
+    /// Resolves once the drain was forced (a second signal).
+    pub async fn forced(&self) {
         while !self.force.load(Ordering::SeqCst) {
             self.force_notify.notified().await;
         }

@@ -22,6 +22,7 @@ pub mod health;
 pub mod inbound;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbound;
 pub mod track;
 
 use std::ffi::OsString;
@@ -93,16 +94,18 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     };
     let inbound_listener = bind("inbound", config.inbound).await?;
     let admin_listener = bind("admin", config.admin).await?;
+    let outbound_listener = bind("outbound", config.outbound).await?;
     let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     let (inbound_addr, admin_addr) =
         (local(&inbound_listener, config.inbound), local(&admin_listener, config.admin));
+    let outbound_addr = local(&outbound_listener, config.outbound);
     let advertise = match config.advertise.port() {
         0 => SocketAddr::new(config.advertise.ip(), inbound_addr.port()),
         _ => config.advertise,
     };
     let registry = berth_core::registry::open(&config.registry)?;
     tracing::info!(
-        inbound = %inbound_addr, admin = %admin_addr, advertise = %advertise, app = %config.app,
+        inbound = %inbound_addr, admin = %admin_addr, outbound = %outbound_addr, advertise = %advertise, app = %config.app,
         service = %config.service, symbol = %config.symbol, registry = %registry.describe(),
         "berth proxy listening"
     );
@@ -115,6 +118,18 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let (admin_stop, admin_stop_rx) = watch::channel(false);
 
     tokio::spawn(health::HealthMonitor::new(&config).run(health_tx));
+    let discovery = Arc::new(outbound::discovery::Discovery::new(
+        registry.clone(),
+        config.timing.warmup,
+        metrics.clone(),
+    ));
+    for service in &config.services {
+        if let Err(e) = discovery.service(service).await {
+            tracing::warn!(error = %e, "cannot follow a --services entry");
+        }
+    }
+    let outbound = Arc::new(outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings));
+    tokio::spawn(outbound::serve(outbound_listener, outbound.clone()));
     let controller = tokio::spawn(
         lifecycle::Controller {
             config: config.clone(),
@@ -140,6 +155,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         drain: drain.clone(),
         metrics: metrics.clone(),
         token: config.drain_token.clone(),
+        outbound: outbound.clone(),
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin, admin_stop_rx));
     tokio::spawn(signals(drain.clone()));
@@ -155,9 +171,40 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             after = ?elapsed, served_while_draining = drain.received_while_draining(), "stopped: drain complete"
         ),
     }
+    linger(&outbound, &drain, &config).await;
     let _ = admin_stop.send(true);
     let _ = admin_task.await;
     Ok(ended)
+}
+
+/// After the inbound drain, outbound stays up while the app may still call out: apps call
+/// other services while they finish their work. It lingers only if the app ever used it, until
+/// the app stops accepting and no outbound request is in flight, bounded by drain-timeout and
+/// cut short by another signal.
+async fn linger(outbound: &outbound::Outbound, drain: &Drain, config: &Config) {
+    if !outbound.used() {
+        return;
+    }
+    tracing::info!("inbound drained; outbound stays open while the app runs");
+    let app_gone = async {
+        loop {
+            let accepting = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                tokio::net::TcpStream::connect(config.app),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok());
+            if !accepting && outbound.in_flight() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = app_gone => tracing::info!("the app has stopped; exiting"),
+        () = tokio::time::sleep(config.timing.drain_timeout) => tracing::warn!(in_flight = outbound.in_flight(), "the app is still running after drain-timeout; exiting"),
+        () = drain.forced() => tracing::info!("signal; exiting"),
+    }
 }
 
 /// The first SIGTERM or SIGINT starts the drain; the next one forces it.

@@ -137,6 +137,7 @@ impl Controller {
             (metadata::STARTED_AT.to_owned(), berth_core::now_millis().to_string()),
             (metadata::VERSION.to_owned(), c.app_version.clone()),
             (metadata::PROTOCOL.to_owned(), "h2c".to_owned()),
+            (metadata::WARMUP.to_owned(), c.timing.warmup.as_millis().to_string()),
         ]);
         instance
     }

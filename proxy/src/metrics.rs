@@ -35,6 +35,20 @@ pub struct Metrics {
     pub drain_requests: IntCounter,
     /// `berth_drain_duration_seconds`: from drain start to its end (or so far).
     pub drain_duration: Gauge,
+    /// `berth_outbound_requests_total{service, symbol, status_class}`.
+    pub outbound_requests: IntCounterVec,
+    /// `berth_outbound_retries_total{service, reason}`: attempts moved to another instance.
+    pub outbound_retries: IntCounterVec,
+    /// `berth_outbound_ejections_total{service}`.
+    pub outbound_ejections: IntCounterVec,
+    /// `berth_outbound_readonly_signals_total{service}`: responses that said "draining".
+    pub readonly_signals: IntCounterVec,
+    /// `berth_outbound_instances{service, symbol, state}`: as this sidecar sees them.
+    pub outbound_instances: IntGaugeVec,
+    /// `berth_policy_version{service}`: the traffic policy version in use.
+    pub policy_version: IntGaugeVec,
+    /// `berth_policy_rejections_total{service}`: invalid policies rejected.
+    pub policy_rejections: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -119,6 +133,41 @@ impl Metrics {
             drain_duration: gauge(
                 "berth_drain_duration_seconds",
                 "Time from the start of the drain to its end.",
+            ),
+            outbound_requests: counter_vec(
+                "berth_outbound_requests_total",
+                "Outbound requests by service, symbol and status class.",
+                &["service", "symbol", "status_class"],
+            ),
+            outbound_retries: counter_vec(
+                "berth_outbound_retries_total",
+                "Outbound attempts that failed and moved on, by reason.",
+                &["service", "reason"],
+            ),
+            outbound_ejections: counter_vec(
+                "berth_outbound_ejections_total",
+                "Instances ejected after failures.",
+                &["service"],
+            ),
+            readonly_signals: counter_vec(
+                "berth_outbound_readonly_signals_total",
+                "Responses carrying the read-only signal (the instance drains).",
+                &["service"],
+            ),
+            outbound_instances: gauge_vec(
+                "berth_outbound_instances",
+                "Instances of each followed service by symbol and state.",
+                &["service", "symbol", "state"],
+            ),
+            policy_version: gauge_vec(
+                "berth_policy_version",
+                "Version of the traffic policy in use.",
+                &["service"],
+            ),
+            policy_rejections: counter_vec(
+                "berth_policy_rejections_total",
+                "Traffic policies rejected as invalid (the last good one is kept).",
+                &["service"],
             ),
             registry,
         };

@@ -26,6 +26,10 @@ use crate::Instance;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a watched config document is read again while it does not exist.
+const RESYNC_ABSENT: Duration = Duration::from_millis(500);
+/// How often a watched config document is read again to catch a missed push.
+const RESYNC: Duration = Duration::from_secs(10);
 
 /// A Nacos server, connected on first use.
 pub struct NacosRegistry {
@@ -367,9 +371,35 @@ impl Registry for NacosRegistry {
             config.add_listener(data_id.to_owned(), CONFIG_GROUP.to_owned(), listener.clone()),
         )
         .await?;
-        if let Some(entry) = self.get_config(data_id).await? {
-            listener.0.send_replace(Some(Arc::from(entry.content)));
-        }
+        // nacos-sdk 0.8.3 drops the first change of a document that did not exist when the
+        // listener was added, and a push can be missed while disconnected: read it again now
+        // and then, often while it is absent.
+        let (config, data_id_owned, pushes) = (config.clone(), data_id.to_owned(), listener);
+        tokio::spawn(async move {
+            loop {
+                let read = config.get_config(data_id_owned.clone(), CONFIG_GROUP.to_owned());
+                let content = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+                    Ok(Ok(resp)) => Some(resp.content().clone()),
+                    Ok(Err(NacosError::ConfigNotFound(_))) => Some(String::new()),
+                    _ => None,
+                };
+                if let Some(content) = content {
+                    let new = (!content.is_empty()).then(|| Arc::from(content.as_str()));
+                    pushes.0.send_if_modified(|old| {
+                        let changed = *old != new;
+                        if changed {
+                            old.clone_from(&new);
+                        }
+                        changed
+                    });
+                }
+                if pushes.0.is_closed() {
+                    return;
+                }
+                let absent = pushes.0.borrow().is_none();
+                tokio::time::sleep(if absent { RESYNC_ABSENT } else { RESYNC }).await;
+            }
+        });
         let mut watches = self.config_watches.lock().unwrap_or_else(|e| e.into_inner());
         Ok(watches.entry(data_id.to_owned()).or_insert(rx).clone())
     }

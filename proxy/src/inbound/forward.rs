@@ -67,12 +67,11 @@ impl tower::Service<Request<Incoming>> for Forward {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         // An HTTP/2 request names its host in :authority; an HTTP/1.1 app needs a Host field.
-        if !parts.headers.contains_key(HOST) {
-            if let Some(authority) =
+        if !parts.headers.contains_key(HOST)
+            && let Some(authority) =
                 parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(HOST, authority);
-            }
+        {
+            parts.headers.insert(HOST, authority);
         }
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(peer) = self.peer {

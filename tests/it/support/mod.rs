@@ -15,7 +15,7 @@ pub use self::process::Proc;
 /// The `berth` binary under test.
 pub fn berth() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.env("BERTH_LOG", "info");
+    cmd.env("BERTH_LOG", "info,nacos_sdk=warn");
     for (k, _) in std::env::vars() {
         if k.starts_with("BERTH_") && k != "BERTH_LOG" {
             cmd.env_remove(k);
@@ -84,6 +84,7 @@ pub struct Sidecar {
     pub proc: Proc,
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
+    pub outbound: SocketAddr,
 }
 
 impl Sidecar {
@@ -91,7 +92,8 @@ impl Sidecar {
     pub async fn start(service: &str, app_port: u16, registry: &str, extra: &[&str]) -> Sidecar {
         let mut cmd = berth();
         cmd.args(["proxy", "--service", service, "--app-port", &app_port.to_string()])
-            .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--registry", registry])
+            .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--outbound", "127.0.0.1:0"])
+            .args(["--registry", registry])
             .args(["--health-interval", "100ms", "--unhealthy-threshold", "2"])
             .args(extra);
         Sidecar::spawn(&format!("sidecar {service}"), cmd).await
@@ -101,10 +103,12 @@ impl Sidecar {
         let proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("berth proxy listening", Duration::from_secs(10)).await;
         let field = |key: &str| -> SocketAddr {
-            let start = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 2;
+            let start = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}"))
+                + key.len()
+                + 2;
             line[start..].split(' ').next().unwrap().parse().unwrap()
         };
-        Sidecar { inbound: field("inbound"), admin: field("admin"), proc }
+        Sidecar { inbound: field("inbound"), admin: field("admin"), outbound: field("outbound"), proc }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -134,8 +138,23 @@ impl Sidecar {
         client().get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
+    /// An HTTP client that sends through this sidecar's outbound port as an HTTP proxy.
+    pub fn outbound_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(format!("http://{}", self.outbound)).unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// `/endpoints` as JSON.
+    pub async fn endpoints(&self) -> serde_json::Value {
+        client().get(self.admin_url("/endpoints")).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) {
-        eventually(timeout, &format!("{} ready", self.proc.name), || async { self.ready().await == 200 }).await;
+        eventually(timeout, &format!("{} ready", self.proc.name), || async { self.ready().await == 200 })
+            .await;
     }
 }
 

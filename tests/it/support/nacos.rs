@@ -45,7 +45,13 @@ impl Rnacos {
 
     /// Picks ports and a data directory without starting the server.
     pub fn reserve() -> Rnacos {
-        Rnacos { proc: None, http: free_port(), grpc: free_port(), console: free_port(), data: tempfile::tempdir().unwrap() }
+        Rnacos {
+            proc: None,
+            http: free_port(),
+            grpc: free_port(),
+            console: free_port(),
+            data: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// Starts (again) on the same ports and data directory.
@@ -88,10 +94,24 @@ impl Rnacos {
         doc["hosts"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Publishes a config document in group BERTH through Nacos's HTTP API (as an operator's
+    /// tool would, not through berth).
+    pub async fn publish_config(&self, data_id: &str, content: &str) {
+        let url = format!("http://127.0.0.1:{}/nacos/v1/cs/configs", self.http);
+        let resp = client()
+            .post(&url)
+            .form(&[("dataId", data_id), ("group", "BERTH"), ("content", content), ("type", "json")])
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "publishing {data_id}: {}", resp.status());
+    }
+
     /// Whether Nacos lists `ip:port` for `service`.
     pub async fn lists(&self, service: &str, addr: std::net::SocketAddr) -> bool {
         self.instances(service).await.iter().any(|h| {
-            h["ip"].as_str() == Some(&addr.ip().to_string()) && h["port"].as_u64() == Some(u64::from(addr.port()))
+            h["ip"].as_str() == Some(&addr.ip().to_string())
+                && h["port"].as_u64() == Some(u64::from(addr.port()))
         })
     }
 }

@@ -1,0 +1,259 @@
+//! Choosing an instance for a request.
+//!
+//! In order (DESIGN.md, "Outbound routing"):
+//! 1. candidates: the registry's usable instances (healthy, enabled, weight > 0), minus those
+//!    seen draining or ejected — unless nothing else is left;
+//! 2. the symbol: explicit (`x-berth-symbol`, a path prefix), else the first matching rule,
+//!    else a weighted pick among symbols (sticky by a header or cookie hash when configured);
+//!    a symbol without candidates falls back to the default symbol, or fails when strict;
+//! 3. the instance: power of two choices — two weighted random picks, the one with fewer
+//!    requests in flight wins. Weight is the registry's weight times the
+//!    warm-up factor (age since `berth.started_at` over the warm-up window), and warm-up is
+//!    skipped while most of the service is warming (a full restart).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use berth_core::policy::{CompiledPolicy, RequestView, Source};
+use berth_core::{Instance, Symbol, metadata};
+
+use super::endpoint::Endpoint;
+
+/// The lowest share a warming instance gets, relative to a warm one.
+const MIN_WARMUP_FACTOR: f64 = 0.05;
+
+/// One usable instance of a snapshot.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub endpoint: Arc<Endpoint>,
+    pub symbol: Symbol,
+    /// The registry's weight.
+    pub weight: f64,
+    /// `berth.started_at`, ms since the epoch.
+    pub started_at: Option<u64>,
+    /// The instance's warm-up window in ms.
+    pub warmup_ms: u64,
+}
+
+impl Entry {
+    fn warming(&self, now_ms: u64) -> bool {
+        self.started_at.is_some_and(|s| now_ms < s.saturating_add(self.warmup_ms))
+    }
+
+    fn warmup_factor(&self, now_ms: u64) -> f64 {
+        match self.started_at {
+            Some(s) if self.warmup_ms > 0 && now_ms < s + self.warmup_ms => {
+                #[allow(clippy::cast_precision_loss)]
+                let f = now_ms.saturating_sub(s) as f64 / self.warmup_ms as f64;
+                f.max(MIN_WARMUP_FACTOR)
+            }
+            _ => 1.0,
+        }
+    }
+}
+
+/// A service's usable instances, rebuilt whole when the registry or the policy changes.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub entries: Vec<Entry>,
+    by_symbol: HashMap<Symbol, Vec<usize>>,
+    /// When the last instance's warm-up ends (ms since the epoch).
+    warm_after: u64,
+    /// Instances the registry lists, usable or not.
+    pub listed: usize,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing the endpoints (and their state) of `previous`.
+    pub fn build(
+        instances: &[Instance],
+        policy: &CompiledPolicy,
+        previous: &Snapshot,
+        default_warmup_ms: u64,
+    ) -> Snapshot {
+        let old: HashMap<SocketAddr, &Arc<Endpoint>> =
+            previous.entries.iter().map(|e| (e.endpoint.addr, &e.endpoint)).collect();
+        let mut entries = Vec::new();
+        for i in instances.iter().filter(|i| i.is_usable()) {
+            let started_at = i.started_at();
+            let endpoint = match old.get(&i.addr) {
+                Some(e) if e.h2 == i.speaks_h2c() => {
+                    e.set_registration(started_at.unwrap_or(0));
+                    Arc::clone(e)
+                }
+                _ => Arc::new(Endpoint::new(i.addr, i.speaks_h2c(), started_at.unwrap_or(0))),
+            };
+            let symbol = policy.override_for(i.addr).cloned().or_else(|| i.symbol()).unwrap_or_default();
+            let warmup_ms =
+                i.metadata.get(metadata::WARMUP).and_then(|w| w.parse().ok()).unwrap_or(default_warmup_ms);
+            entries.push(Entry { endpoint, symbol, weight: i.weight, started_at, warmup_ms });
+        }
+        let mut by_symbol: HashMap<Symbol, Vec<usize>> = HashMap::new();
+        for (n, e) in entries.iter().enumerate() {
+            by_symbol.entry(e.symbol.clone()).or_default().push(n);
+        }
+        let warm_after =
+            entries.iter().filter_map(|e| e.started_at.map(|s| s + e.warmup_ms)).max().unwrap_or(0);
+        Snapshot { entries, by_symbol, warm_after, listed: instances.len() }
+    }
+
+    /// The entry for an address.
+    pub fn get(&self, addr: SocketAddr) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.endpoint.addr == addr)
+    }
+
+    /// Whether warm-up applies now: some instance is warming, but not most of them.
+    pub fn warmup_applies(&self, now_ms: u64) -> bool {
+        if now_ms >= self.warm_after {
+            return false;
+        }
+        let warming = self.entries.iter().filter(|e| e.warming(now_ms)).count();
+        warming * 2 <= self.entries.len()
+    }
+
+    /// The weight the balancer gives an entry now.
+    pub fn effective_weight(&self, entry: &Entry, now_ms: u64, warmup: bool) -> f64 {
+        if warmup { entry.weight * entry.warmup_factor(now_ms) } else { entry.weight }
+    }
+}
+
+/// What a request asks of the balancer.
+#[derive(Debug)]
+pub struct Ask<'a, R> {
+    /// A symbol the request names itself (`x-berth-symbol`, path prefix).
+    pub explicit: Option<&'a Symbol>,
+    /// Headers and cookies for rules and stickiness.
+    pub request: &'a R,
+    /// Instances this request already failed on.
+    pub tried: &'a [SocketAddr],
+    pub now_ms: u64,
+}
+
+/// Why no instance was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoChoice {
+    /// The registry lists no usable instance.
+    NoInstances { listed: usize },
+    /// The policy is strict and the symbol has no usable instance.
+    StrictSymbol { symbol: Symbol },
+    /// Every usable instance was already tried by this request.
+    Exhausted { tried: usize },
+}
+
+/// The symbol a request goes to, before candidates are considered.
+pub fn pick_symbol<'p, R: RequestView>(policy: &'p CompiledPolicy, ask: &Ask<'p, R>) -> &'p Symbol {
+    if let Some(s) = ask.explicit {
+        return s;
+    }
+    if let Some(s) = policy.rule_symbol(ask.request) {
+        return s;
+    }
+    if !policy.is_weighted() {
+        return &policy.policy.default;
+    }
+    let roll = match &policy.policy.sticky {
+        Some(source) => match sticky_value(source, ask.request) {
+            Some(v) => {
+                let mut h = std::hash::DefaultHasher::new();
+                v.hash(&mut h);
+                u32::try_from(h.finish() % 100).unwrap_or(0)
+            }
+            None => rand::random_range(0..100),
+        },
+        None => rand::random_range(0..100),
+    };
+    policy.weighted_symbol(roll)
+}
+
+fn sticky_value<'r, R: RequestView>(source: &Source, req: &'r R) -> Option<&'r str> {
+    match source {
+        Source::Header(h) => req.header(&h.to_ascii_lowercase()),
+        Source::Cookie(c) => req.cookie(c),
+    }
+}
+
+/// Chooses an instance; returns its entry index and the symbol it was chosen for.
+pub fn choose<R: RequestView>(
+    snapshot: &Snapshot,
+    policy: &CompiledPolicy,
+    ask: &Ask<'_, R>,
+) -> Result<(usize, Symbol), NoChoice> {
+    if snapshot.entries.is_empty() {
+        return Err(NoChoice::NoInstances { listed: snapshot.listed });
+    }
+    let wanted = pick_symbol(policy, ask);
+    let untried = |i: &usize| !ask.tried.contains(&snapshot.entries[*i].endpoint.addr);
+    let of = |symbol: &Symbol| -> Vec<usize> {
+        snapshot
+            .by_symbol
+            .get(symbol)
+            .map(|v| v.iter().copied().filter(untried).collect())
+            .unwrap_or_default()
+    };
+    let mut pool = of(wanted);
+    let mut symbol = wanted;
+    if pool.is_empty() {
+        if policy.policy.strict {
+            return Err(NoChoice::StrictSymbol { symbol: wanted.clone() });
+        }
+        symbol = &policy.policy.default;
+        pool = of(symbol);
+        if pool.is_empty() {
+            // Nothing of the default symbol either: any instance beats failing the request.
+            pool = (0..snapshot.entries.len()).filter(untried).collect();
+        }
+    }
+    if pool.is_empty() {
+        return Err(NoChoice::Exhausted { tried: ask.tried.len() });
+    }
+    // Prefer instances that neither drain nor are ejected; then ejected ones (they may have
+    // recovered); draining ones only when nothing else is left — they still serve.
+    let fresh: Vec<usize> = pool
+        .iter()
+        .copied()
+        .filter(|i| {
+            let e = &snapshot.entries[*i].endpoint;
+            !e.is_draining() && !e.is_ejected()
+        })
+        .collect();
+    let pool = if !fresh.is_empty() {
+        fresh
+    } else {
+        let not_draining: Vec<usize> =
+            pool.iter().copied().filter(|i| !snapshot.entries[*i].endpoint.is_draining()).collect();
+        if not_draining.is_empty() { pool } else { not_draining }
+    };
+    Ok((p2c(snapshot, &pool, ask.now_ms), symbol.clone()))
+}
+
+/// Two weighted random picks; the one with fewer requests in flight wins, the first on a tie.
+///
+/// Weight acts once, in the picks: with equal load the shares follow the weights exactly, and
+/// under load the comparison steers away from the busier instance.
+fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64) -> usize {
+    if pool.len() == 1 {
+        return pool[0];
+    }
+    let warmup = snapshot.warmup_applies(now_ms);
+    let weights: Vec<f64> =
+        pool.iter().map(|i| snapshot.effective_weight(&snapshot.entries[*i], now_ms, warmup)).collect();
+    let total: f64 = weights.iter().sum();
+    let pick = || -> usize {
+        let mut roll = rand::random::<f64>() * total;
+        for (n, w) in weights.iter().enumerate() {
+            if roll < *w {
+                return n;
+            }
+            roll -= w;
+        }
+        weights.len() - 1
+    };
+    let (a, b) = (pick(), pick());
+    let load = |n: usize| snapshot.entries[pool[n]].endpoint.in_flight();
+    if load(b) < load(a) { pool[b] } else { pool[a] }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth_core::policy::Policy;
+
+use super::*;
+use crate::outbound::endpoint::Ejection;
+
+struct Req(HashMap<&'static str, &'static str>);
+
+impl RequestView for Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).copied()
+    }
+    fn cookie(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+fn no_headers() -> Req {
+    Req(HashMap::new())
+}
+
+fn instance(port: u16, symbol: Option<&str>, started_at: Option<u64>) -> Instance {
+    let mut i = Instance::new(SocketAddr::from(([10, 0, 0, 1], port)));
+    if let Some(s) = symbol {
+        i.metadata.insert(metadata::SYMBOL.into(), s.into());
+    }
+    if let Some(t) = started_at {
+        i.metadata.insert(metadata::STARTED_AT.into(), t.to_string());
+        i.metadata.insert(metadata::WARMUP.into(), "10000".into());
+    }
+    i
+}
+
+fn snapshot(instances: &[Instance], policy: &CompiledPolicy) -> Snapshot {
+    Snapshot::build(instances, policy, &Snapshot::default(), 30_000)
+}
+
+fn shares(snap: &Snapshot, policy: &CompiledPolicy, req: &Req, n: usize, now_ms: u64) -> HashMap<u16, usize> {
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        let ask = Ask { explicit: None, request: req, tried: &[], now_ms };
+        let (i, _) = choose(snap, policy, &ask).unwrap();
+        *out.entry(snap.entries[i].endpoint.addr.port()).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn without_a_policy_everything_goes_to_stable_or_to_all_when_none_has_a_symbol() {
+    let policy = CompiledPolicy::fallback();
+    let snap = snapshot(&[instance(1, Some("stable"), None), instance(2, Some("canary"), None)], &policy);
+    let got = shares(&snap, &policy, &no_headers(), 200, 0);
+    assert_eq!(got.get(&1), Some(&200));
+    let snap = snapshot(&[instance(1, None, None), instance(2, None, None)], &policy);
+    let got = shares(&snap, &policy, &no_headers(), 400, 0);
+    assert!(got[&1] > 100 && got[&2] > 100, "{got:?}");
+}
+
+#[test]
+fn rules_explicit_symbols_and_strict_fallback() {
+    let policy = Policy::parse(
+        r#"{"schema":1,"rules":[{"match":[{"header":"x-beta","exact":"1"}],"symbol":"canary"}]}"#,
+    )
+    .unwrap();
+    let snap = snapshot(&[instance(1, Some("stable"), None), instance(2, Some("canary"), None)], &policy);
+    let beta = Req(HashMap::from([("x-beta", "1")]));
+    assert_eq!(shares(&snap, &policy, &beta, 50, 0).get(&2), Some(&50));
+    let blue: Symbol = "blue".parse().unwrap();
+    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0 };
+    let (i, s) = choose(&snap, &policy, &ask).unwrap();
+    assert_eq!(
+        (snap.entries[i].endpoint.addr.port(), s.as_str()),
+        (1, "stable"),
+        "falls back to the default"
+    );
+
+    let strict = Policy::parse(r#"{"schema":1,"strict":true}"#).unwrap();
+    let snap = snapshot(&[instance(1, Some("stable"), None)], &strict);
+    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0 };
+    assert_eq!(choose(&snap, &strict, &ask), Err(NoChoice::StrictSymbol { symbol: blue.clone() }));
+}
+
+#[test]
+fn draining_and_ejected_instances_are_avoided_but_not_to_the_point_of_failing() {
+    let policy = CompiledPolicy::fallback();
+    let snap =
+        snapshot(&[instance(1, None, None), instance(2, None, None), instance(3, None, None)], &policy);
+    snap.entries[0].endpoint.mark_draining();
+    snap.entries[1].endpoint.failure(Ejection { after: 1, base: Duration::from_secs(60) });
+    assert_eq!(shares(&snap, &policy, &no_headers(), 100, 0), HashMap::from([(3, 100)]));
+    snap.entries[2].endpoint.mark_draining();
+    // Only a draining and an ejected one are left: the ejected one may have recovered.
+    assert_eq!(shares(&snap, &policy, &no_headers(), 50, 0), HashMap::from([(2, 50)]));
+}
+
+#[test]
+fn a_new_registration_clears_the_draining_mark() {
+    let policy = CompiledPolicy::fallback();
+    let first = snapshot(&[instance(1, None, Some(1_000))], &policy);
+    first.entries[0].endpoint.mark_draining();
+    assert!(first.entries[0].endpoint.is_draining());
+    let same = Snapshot::build(&[instance(1, None, Some(1_000))], &policy, &first, 30_000);
+    assert!(same.entries[0].endpoint.is_draining(), "same registration");
+    let again = Snapshot::build(&[instance(1, None, Some(2_000))], &policy, &same, 30_000);
+    assert!(!again.entries[0].endpoint.is_draining(), "registered again");
+}
+
+#[test]
+fn weights_split_between_symbols() {
+    let policy = Policy::parse(r#"{"schema":1,"weights":{"stable":70,"canary":20,"blue":10}}"#).unwrap();
+    let snap = snapshot(
+        &[
+            instance(1, Some("stable"), None),
+            instance(2, Some("canary"), None),
+            instance(3, Some("blue"), None),
+        ],
+        &policy,
+    );
+    let got = shares(&snap, &policy, &no_headers(), 10_000, 0);
+    // Binomial, n = 10 000: 5 standard deviations are under 2.5 points for every share here.
+    for (port, pct) in [(1, 70.0), (2, 20.0), (3, 10.0)] {
+        let share = got[&port] as f64 / 100.0;
+        assert!((share - pct).abs() < 2.5, "{port}: {share}% vs {pct}%");
+    }
+}
+
+#[test]
+fn sticky_keeps_a_key_on_one_symbol() {
+    let policy =
+        Policy::parse(r#"{"schema":1,"weights":{"stable":50,"canary":50},"sticky":{"header":"x-user"}}"#)
+            .unwrap();
+    let snap = snapshot(&[instance(1, Some("stable"), None), instance(2, Some("canary"), None)], &policy);
+    for user in ["alice", "bob", "carol", "dave"] {
+        let req = Req(HashMap::from([("x-user", user)]));
+        assert_eq!(shares(&snap, &policy, &req, 30, 0).len(), 1, "{user} moved between symbols");
+    }
+}
+
+#[test]
+fn warming_instances_get_a_growing_share_unless_most_are_warming() {
+    let policy = CompiledPolicy::fallback();
+    let t0 = 1_000_000;
+    let instances = [instance(1, None, None), instance(2, None, None), instance(3, None, Some(t0))];
+    let snap = snapshot(&instances, &policy);
+    let early = shares(&snap, &policy, &no_headers(), 6_000, t0 + 1_000).get(&3).copied().unwrap_or(0);
+    let late = shares(&snap, &policy, &no_headers(), 6_000, t0 + 9_000).get(&3).copied().unwrap_or(0);
+    let warm = shares(&snap, &policy, &no_headers(), 6_000, t0 + 20_000)[&3];
+    // Expected shares: 0.1/2.1 ≈ 5%, 0.9/2.9 ≈ 31%, 1/3 ≈ 33%.
+    assert!(early < 600, "{early}");
+    assert!((1_600..2_100).contains(&late), "{late}");
+    assert!((1_800..2_200).contains(&warm), "{warm}");
+
+    let restart =
+        [instance(1, None, Some(t0)), instance(2, None, Some(t0)), instance(3, None, Some(t0 + 5_000))];
+    let snap = snapshot(&restart, &policy);
+    assert!(!snap.warmup_applies(t0 + 6_000), "all warming: a full restart");
+    let got = shares(&snap, &policy, &no_headers(), 6_000, t0 + 6_000);
+    assert!(got[&3] > 1_700, "{got:?}");
+}
+
+#[test]
+fn power_of_two_prefers_the_less_loaded() {
+    let policy = CompiledPolicy::fallback();
+    let snap = snapshot(&[instance(1, None, None), instance(2, None, None)], &policy);
+    let busy: Vec<_> = (0..20).map(|_| snap.entries[0].endpoint.start()).collect();
+    let got = shares(&snap, &policy, &no_headers(), 1_000, 0);
+    // Only when both picks land on the busy one does it win: about a quarter.
+    assert!(got.get(&1).copied().unwrap_or(0) < 330, "{got:?}");
+    drop(busy);
+}
+
+#[test]
+fn overrides_change_an_instances_symbol_and_tried_instances_are_skipped() {
+    let policy =
+        Policy::parse(r#"{"schema":1,"default":"canary","overrides":{"10.0.0.1:2":"canary"}}"#).unwrap();
+    let snap = snapshot(&[instance(1, Some("canary"), None), instance(2, Some("stable"), None)], &policy);
+    let got = shares(&snap, &policy, &no_headers(), 200, 0);
+    assert!(got[&1] > 50 && got[&2] > 50, "{got:?}");
+    let tried = [SocketAddr::from(([10, 0, 0, 1], 1))];
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0 };
+    let (i, _) = choose(&snap, &policy, &ask).unwrap();
+    assert_eq!(snap.entries[i].endpoint.addr.port(), 2);
+    let all = [tried[0], SocketAddr::from(([10, 0, 0, 1], 2))];
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &all, now_ms: 0 };
+    assert_eq!(choose(&snap, &policy, &ask), Err(NoChoice::Exhausted { tried: 2 }));
+    let empty = Snapshot::build(&[], &policy, &Snapshot::default(), 0);
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &[], now_ms: 0 };
+    assert_eq!(choose(&empty, &policy, &ask), Err(NoChoice::NoInstances { listed: 0 }));
+}

@@ -1,0 +1,377 @@
+//! The consumer side: lifecycle-aware, symbol- and weight-aware routing through the outbound
+//! port, against provider sidecars registered in a real rnacos.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::support::{App, Rnacos, Sidecar, client, eventually};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A provider instance: the sample app (answering `hello from NAME`) behind its sidecar.
+struct Provider {
+    sidecar: Sidecar,
+    _app: App,
+}
+
+async fn provider(nacos: &Rnacos, service: &str, symbol: &str, name: &str, extra: &[&str]) -> Provider {
+    let app = App::start(name).await;
+    let mut args = vec!["--symbol", symbol];
+    args.extend_from_slice(extra);
+    let sidecar = Sidecar::start(service, app.addr.port(), &nacos.url(), &args).await;
+    sidecar.wait_ready(T).await;
+    Provider { sidecar, _app: app }
+}
+
+/// A consumer sidecar (with its own app) whose outbound port the tests call through.
+async fn consumer(nacos: &Rnacos, extra: &[&str]) -> (Sidecar, App) {
+    let app = App::start("consumer").await;
+    let sidecar = Sidecar::start("consumer", app.addr.port(), &nacos.url(), extra).await;
+    (sidecar, app)
+}
+
+/// Which app answered (from `x-app-name`), or the status when it failed.
+async fn who(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    match resp.headers().get("x-app-name") {
+        Some(name) if resp.status() == 200 => name.to_str().unwrap().to_owned(),
+        _ => format!("{} {}", resp.status(), resp.text().await.unwrap_or_default()),
+    }
+}
+
+async fn tally(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        *out.entry(who(client, url, headers).await).or_default() += 1;
+    }
+    out
+}
+
+/// Waits until the consumer sees `n` instances of `service`.
+async fn sees(consumer: &Sidecar, service: &str, n: usize) {
+    eventually(T, &format!("the consumer sees {n} instances of {service}"), || async {
+        consumer.endpoints().await["services"][service]["instances"].as_array().is_some_and(|a| a.len() == n)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn routes_by_proxy_form_host_header_and_path_prefix_and_pins_by_header() {
+    let nacos = Rnacos::start().await;
+    let _stable = provider(&nacos, "users", "stable", "stable-1", &[]).await;
+    let _canary = provider(&nacos, "users", "canary", "canary-1", &[]).await;
+    let (consumer, _app) = consumer(&nacos, &[]).await;
+    let proxy = consumer.outbound_client();
+    // Warm the subscription, then: no policy means everything to stable.
+    assert_eq!(who(&proxy, "http://users/", &[]).await, "stable-1");
+    sees(&consumer, "users", 2).await;
+    assert_eq!(tally(&proxy, "http://users/", &[], 20).await, HashMap::from([("stable-1".into(), 20)]));
+    // x-berth-symbol pins.
+    let pinned = tally(&proxy, "http://users/", &[("x-berth-symbol", "canary")], 20).await;
+    assert_eq!(pinned, HashMap::from([("canary-1".into(), 20)]));
+    // Host header, straight to the outbound port.
+    let direct = format!("http://{}/", consumer.outbound);
+    assert_eq!(who(&client(), &direct, &[("host", "users")]).await, "stable-1");
+    // Path prefix: routed by it, and stripped before the provider sees the path.
+    let echo: serde_json::Value = client()
+        .get(format!("http://{}/users.canary/echo?x=1", consumer.outbound))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["path"], "/echo?x=1");
+    assert_eq!(echo["headers"]["host"], "users");
+    assert_eq!(who(&client(), &format!("http://{}/users.canary/", consumer.outbound), &[]).await, "canary-1");
+}
+
+#[tokio::test]
+async fn header_rules_policy_updates_invalid_policies_and_strict_symbols() {
+    let nacos = Rnacos::start().await;
+    let _stable = provider(&nacos, "orders", "stable", "stable-1", &[]).await;
+    let _canary = provider(&nacos, "orders", "canary", "canary-1", &[]).await;
+    let (consumer, _app) = consumer(&nacos, &["--services", "orders"]).await;
+    sees(&consumer, "orders", 2).await;
+    let proxy = consumer.outbound_client();
+
+    let rules = r#"{"schema":1,"version":1,"rules":[{"name":"beta","match":[{"header":"x-beta","exact":"yes"}],"symbol":"canary"}]}"#;
+    nacos.publish_config("berth.traffic.orders", rules).await;
+    let published = Instant::now();
+    eventually(Duration::from_secs(2), "the policy takes effect within 2 s", || async {
+        who(&proxy, "http://orders/", &[("x-beta", "yes")]).await == "canary-1"
+    })
+    .await;
+    let took = published.elapsed();
+    assert_eq!(
+        tally(&proxy, "http://orders/", &[("x-beta", "yes")], 20).await,
+        HashMap::from([("canary-1".into(), 20)])
+    );
+    assert_eq!(
+        tally(&proxy, "http://orders/", &[("x-beta", "no")], 20).await,
+        HashMap::from([("stable-1".into(), 20)])
+    );
+    assert_eq!(tally(&proxy, "http://orders/", &[], 20).await, HashMap::from([("stable-1".into(), 20)]));
+
+    // An invalid policy is rejected: the old one stays, and it says so.
+    nacos.publish_config("berth.traffic.orders", r#"{"schema":1,"weights":{"stable":50}}"#).await;
+    eventually(T, "the invalid policy is rejected", || async {
+        consumer.endpoints().await["services"]["orders"]["policy"]["rejected"].is_string()
+    })
+    .await;
+    let endpoints = consumer.endpoints().await;
+    let policy = &endpoints["services"]["orders"]["policy"];
+    assert_eq!(policy["version"], 1);
+    assert!(policy["rejected"].as_str().unwrap().contains("sum to 100"), "{policy}");
+    assert_eq!(who(&proxy, "http://orders/", &[("x-beta", "yes")]).await, "canary-1");
+    let m = consumer.metrics().await;
+    assert!(m.contains(r#"berth_policy_rejections_total{service="orders"} 1"#), "{m}");
+    assert!(m.contains(r#"berth_policy_version{service="orders"} 1"#), "{m}");
+    nacos.publish_config("berth.traffic.orders", "this is not json").await;
+    eventually(T, "garbage is rejected too", || async {
+        consumer.metrics().await.contains(r#"berth_policy_rejections_total{service="orders"} 2"#)
+    })
+    .await;
+    assert_eq!(who(&proxy, "http://orders/", &[("x-beta", "yes")]).await, "canary-1");
+
+    // Strict: a symbol without instances fails clearly instead of falling back.
+    nacos.publish_config("berth.traffic.orders", r#"{"schema":1,"version":2,"strict":true}"#).await;
+    eventually(T, "strict policy applied", || async {
+        consumer.endpoints().await["services"]["orders"]["policy"]["version"] == 2
+    })
+    .await;
+    let resp = proxy.get("http://orders/").header("x-berth-symbol", "blue").send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-berth-error"], "no-symbol-instances");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("orders") && body.contains("blue") && body.contains("strict"), "{body}");
+    eprintln!("policy took effect after {took:?}");
+}
+
+/// Share of `name` in `t`, in percent.
+fn share(t: &HashMap<String, usize>, name: &str) -> f64 {
+    let total: usize = t.values().sum();
+    t.get(name).copied().unwrap_or(0) as f64 * 100.0 / total as f64
+}
+
+#[tokio::test]
+async fn weights_split_90_10_and_three_ways_and_sticky_keys_stay() {
+    let nacos = Rnacos::start().await;
+    let _a = provider(&nacos, "pay", "stable", "stable-1", &[]).await;
+    let _b = provider(&nacos, "pay", "canary", "canary-1", &[]).await;
+    let _c = provider(&nacos, "pay", "blue", "blue-1", &[]).await;
+    let (consumer, _app) = consumer(&nacos, &["--services", "pay"]).await;
+    sees(&consumer, "pay", 3).await;
+    let proxy = consumer.outbound_client();
+
+    nacos
+        .publish_config(
+            "berth.traffic.pay",
+            r#"{"schema":1,"version":1,"weights":{"stable":90,"canary":10}}"#,
+        )
+        .await;
+    eventually(T, "weights applied", || async {
+        consumer.endpoints().await["services"]["pay"]["policy"]["version"] == 1
+    })
+    .await;
+    let t = tally(&proxy, "http://pay/", &[], 2_000).await;
+    // Each request picks canary with p = 0.1: over n = 2000 the count is binomial with
+    // σ = √(n·p·(1−p)) ≈ 13.4 requests = 0.67 points. ±3.5 points is over 5σ: a correct split
+    // fails this less than once in a million runs, a wrong one (say 85/15) fails it always.
+    assert!((share(&t, "canary-1") - 10.0).abs() < 3.5, "{t:?}");
+    assert!((share(&t, "stable-1") - 90.0).abs() < 3.5, "{t:?}");
+    assert_eq!(t.values().sum::<usize>(), 2_000, "{t:?}");
+
+    nacos
+        .publish_config(
+            "berth.traffic.pay",
+            r#"{"schema":1,"version":2,"weights":{"stable":50,"canary":30,"blue":20}}"#,
+        )
+        .await;
+    eventually(T, "three-way weights applied", || async {
+        consumer.endpoints().await["services"]["pay"]["policy"]["version"] == 2
+    })
+    .await;
+    let t = tally(&proxy, "http://pay/", &[], 2_000).await;
+    // σ ≤ √(2000·0.25) ≈ 22 requests = 1.1 points; ±5 points is over 4.5σ.
+    for (name, pct) in [("stable-1", 50.0), ("canary-1", 30.0), ("blue-1", 20.0)] {
+        assert!((share(&t, name) - pct).abs() < 5.0, "{name}: {t:?}");
+    }
+
+    nacos
+        .publish_config(
+            "berth.traffic.pay",
+            r#"{"schema":1,"version":3,"weights":{"stable":50,"canary":50},"sticky":{"header":"x-user"}}"#,
+        )
+        .await;
+    eventually(T, "sticky applied", || async {
+        consumer.endpoints().await["services"]["pay"]["policy"]["version"] == 3
+    })
+    .await;
+    let mut seen = HashMap::new();
+    for user in 0..16 {
+        let user = format!("user-{user}");
+        let t = tally(&proxy, "http://pay/", &[("x-user", &user)], 15).await;
+        assert_eq!(t.len(), 1, "{user} moved between symbols: {t:?}");
+        *seen.entry(t.into_keys().next().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "16 keys should land on both symbols: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_draining_instance_gets_nothing_after_its_first_signal() {
+    let nacos = Rnacos::start().await;
+    let leaving = provider(&nacos, "cart", "stable", "leaving", &["--drain-min", "10s"]).await;
+    let _staying = provider(&nacos, "cart", "stable", "staying", &[]).await;
+    let (consumer, _app) = consumer(&nacos, &["--services", "cart"]).await;
+    sees(&consumer, "cart", 2).await;
+    let proxy = consumer.outbound_client();
+    let t = tally(&proxy, "http://cart/", &[], 40).await;
+    assert!(t.contains_key("leaving") && t.contains_key("staying"), "{t:?}");
+
+    client().post(leaving.sidecar.admin_url("/drain")).send().await.unwrap();
+    // Requests while the consumer's registry view still lists the leaving instance.
+    let mut still_listed = false;
+    let mut answers = HashMap::new();
+    for _ in 0..200 {
+        *answers.entry(who(&proxy, "http://cart/", &[]).await).or_insert(0) += 1;
+        let listed = consumer.endpoints().await["services"]["cart"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["addr"] == leaving.sidecar.inbound.to_string() && i["state"] == "draining");
+        still_listed |= listed;
+    }
+    assert!(still_listed, "the test needs the registry view to still list the draining instance");
+    assert!(answers.get("leaving").copied().unwrap_or(0) <= 1, "{answers:?}");
+    assert_eq!(
+        answers.values().sum::<usize>(),
+        answers.get("staying").copied().unwrap_or(0) + answers.get("leaving").copied().unwrap_or(0),
+        "every request succeeded: {answers:?}"
+    );
+    let m = leaving.sidecar.metrics().await;
+    let received: f64 =
+        m.lines().find_map(|l| l.strip_prefix("berth_drain_requests_total ")).unwrap().parse().unwrap();
+    assert!(
+        received <= 1.0,
+        "the draining instance received {received} requests from the consumer after its signal"
+    );
+    assert!(consumer.metrics().await.contains(r#"berth_outbound_readonly_signals_total{service="cart"}"#));
+}
+
+#[tokio::test]
+async fn sigkill_of_one_of_three_under_load_fails_no_idempotent_request() {
+    let nacos = Rnacos::start().await;
+    let mut victim = provider(&nacos, "stock", "stable", "victim", &[]).await;
+    let _b = provider(&nacos, "stock", "stable", "b", &[]).await;
+    let _c = provider(&nacos, "stock", "stable", "c", &[]).await;
+    let (consumer, _app) = consumer(&nacos, &["--services", "stock"]).await;
+    sees(&consumer, "stock", 3).await;
+    let proxy = consumer.outbound_client();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let proxy = proxy.clone();
+        workers.push(tokio::spawn(async move {
+            let mut out: HashMap<String, usize> = HashMap::new();
+            while Instant::now() < deadline {
+                *out.entry(who(&proxy, "http://stock/slow?ms=20", &[]).await).or_default() += 1;
+            }
+            out
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    victim.sidecar.proc.kill();
+    let mut total: HashMap<String, usize> = HashMap::new();
+    for w in workers {
+        for (k, v) in w.await.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    let failed: usize =
+        total.iter().filter(|(k, _)| !["victim", "b", "c"].contains(&k.as_str())).map(|(_, v)| v).sum();
+    assert_eq!(failed, 0, "failed requests: {total:?}");
+    assert!(total["victim"] > 0 && total["b"] > 0, "{total:?}");
+    let m = consumer.metrics().await;
+    assert!(
+        m.contains(r#"berth_outbound_ejections_total{service="stock"}"#),
+        "the dead instance was not ejected:\n{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_instance_warms_up_and_a_full_restart_does_not() {
+    let nacos = Rnacos::start().await;
+    // A full (re)start: every instance registered just now, all warming: shares stay even.
+    let _a = provider(&nacos, "search", "stable", "a", &["--warmup", "4s"]).await;
+    let _b = provider(&nacos, "search", "stable", "b", &["--warmup", "4s"]).await;
+    let (consumer, _app) = consumer(&nacos, &["--services", "search"]).await;
+    sees(&consumer, "search", 2).await;
+    let proxy = consumer.outbound_client();
+    let t = tally(&proxy, "http://search/", &[], 400).await;
+    assert!(share(&t, "a") > 35.0 && share(&t, "b") > 35.0, "all warming: no ramp: {t:?}");
+
+    // Once they are warm, a newcomer ramps up over its window.
+    eventually(T, "a and b warm", || async {
+        consumer.endpoints().await["services"]["search"]["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| i["state"] == "serving"))
+    })
+    .await;
+    let _new = provider(&nacos, "search", "stable", "new", &["--warmup", "6s"]).await;
+    sees(&consumer, "search", 3).await;
+    let started = Instant::now();
+    let mut windows = [HashMap::new(), HashMap::new(), HashMap::new()];
+    while started.elapsed() < Duration::from_secs(6) {
+        let w = (started.elapsed().as_millis() / 2_000) as usize;
+        *windows[w.min(2)].entry(who(&proxy, "http://search/", &[]).await).or_insert(0) += 1;
+    }
+    let (first, last) = (share(&windows[0], "new"), share(&windows[2], "new"));
+    assert!(first < 15.0, "early share {first:.1}%: {windows:?}");
+    assert!(last > first + 8.0, "share should grow: {first:.1}% → {last:.1}%: {windows:?}");
+}
+
+#[tokio::test]
+async fn unknown_services_and_services_without_instances_fail_clearly() {
+    let nacos = Rnacos::start().await;
+    let (consumer, _app) = consumer(&nacos, &[]).await;
+    let proxy = consumer.outbound_client();
+    let resp = proxy.get("http://nowhere/").send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-berth-error"], "unknown-service");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("`nowhere`") && body.contains("namespace `public`"), "{body}");
+
+    // A service that had instances and has none now.
+    let gone =
+        provider(&nacos, "gone", "stable", "gone-1", &["--drain-min", "500ms", "--drain-quiet", "100ms"])
+            .await;
+    assert_eq!(who(&proxy, "http://gone/", &[]).await, "gone-1");
+    let mut sidecar = gone.sidecar;
+    sidecar.proc.signal("TERM");
+    sidecar.proc.wait_exit(T).await;
+    eventually(T, "no instance is left", || async {
+        let resp = proxy.get("http://gone/").send().await.unwrap();
+        resp.status() == 503
+    })
+    .await;
+    let resp = proxy.get("http://gone/").send().await.unwrap();
+    let code = resp.headers()["x-berth-error"].to_str().unwrap().to_owned();
+    let body = resp.text().await.unwrap();
+    assert!(["no-instances", "connect-failed"].contains(&code.as_str()), "{code}: {body}");
+    assert!(body.contains("`gone`"), "{body}");
+
+    // No service named at all.
+    let resp = client().get(format!("http://{}/plain", consumer.outbound)).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-berth-error"], "no-service");
+}
