@@ -220,3 +220,27 @@ async fn drain_state_and_metrics_report_progress() {
     assert!(m.contains("berth_drain_requests_total 3"), "{m}");
     assert!(m.contains("berth_lifecycle_state{state=\"draining\"} 1"), "{m}");
 }
+
+#[tokio::test]
+async fn outbound_stays_open_after_the_drain_until_the_app_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir_registry(&dir);
+    let (_provider_app, provider) = serving("backend", &registry, &[]).await;
+    let (mut app, mut sidecar) =
+        serving("frontend", &registry, &["--drain-min", "500ms", "--drain-quiet", "200ms"]).await;
+    let via = sidecar.outbound_client();
+    assert_eq!(via.get("http://backend/").send().await.unwrap().status(), 200);
+
+    let resp = client().post(sidecar.admin_url("/drain?wait=true")).send().await.unwrap();
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["lifecycle"], "stopped");
+    // Inbound is done; the app is still running and still calls out.
+    assert!(sidecar.proc.try_status().is_none(), "exited while the app still runs");
+    let resp = via.get("http://backend/").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from backend\n");
+
+    app.proc.kill();
+    assert_eq!(sidecar.proc.wait_exit(T).await.code(), Some(0));
+    assert!(sidecar.proc.output().contains("the app has stopped"));
+    drop(provider);
+}
