@@ -16,6 +16,7 @@ struct Cli {
 enum Command {
     Proxy(Box<berth_proxy::config::ProxyArgs>),
     SampleApp(berth_demo::sample_app::SampleAppArgs),
+    Demo(berth_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Proxy(args) => berth_proxy::main(*args),
         Command::SampleApp(args) => berth_demo::sample_app::main(args),
+        Command::Demo(args) => berth_demo::main(args),
     }
 }
 

@@ -141,6 +141,12 @@ pub struct ProxyArgs {
     #[arg(long, env = "BERTH_EJECT_FOR", value_name = "DURATION", default_value = "5s", value_parser = duration)]
     pub eject_for: Duration,
 
+    /// For comparisons only: turn berth's lifecycle off and behave like a plain registry
+    /// client — register at once whether or not the app is up, exit at once on SIGTERM (no
+    /// drain, no read-only signal), and send each outbound request once (no failover).
+    #[arg(long, env = "BERTH_NO_LIFECYCLE")]
+    pub no_lifecycle: bool,
+
     /// Token a non-loopback `POST /drain` must carry in `x-berth-drain-token` (the injector
     /// sets one per pod). Without it, only loopback may start a drain.
     #[arg(long, env = "BERTH_DRAIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -196,6 +202,8 @@ pub struct Config {
     pub outbound: SocketAddr,
     pub services: Vec<String>,
     pub outbound_settings: crate::outbound::Settings,
+    /// `false` with `--no-lifecycle`.
+    pub lifecycle: bool,
 }
 
 /// The drain token; never printed.
@@ -364,7 +372,9 @@ impl ProxyArgs {
                     after: self.eject_after,
                     base: self.eject_for,
                 },
+                failover: !self.no_lifecycle,
             },
+            lifecycle: !self.no_lifecycle,
         })
     }
 }

@@ -38,6 +38,8 @@ pub struct Drain {
     last_request: AtomicU64,
     in_flight: AtomicU64,
     received_while_draining: AtomicU64,
+    /// Microseconds from the drain's start to the deregistration, plus one (0: not yet).
+    deregistered_after: AtomicU64,
     force: AtomicBool,
     force_notify: tokio::sync::Notify,
 }
@@ -51,6 +53,9 @@ pub struct Progress {
     pub received_while_draining: u64,
     /// Whether drain-min is over.
     pub closing: bool,
+    /// Milliseconds from the drain's start to the deregistration, once done (microsecond
+    /// precision).
+    pub deregistered_after_ms: Option<f64>,
 }
 
 impl Default for Drain {
@@ -62,6 +67,7 @@ impl Default for Drain {
             last_request: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             received_while_draining: AtomicU64::new(0),
+            deregistered_after: AtomicU64::new(0),
             force: AtomicBool::new(false),
             force_notify: tokio::sync::Notify::new(),
         }
@@ -139,7 +145,20 @@ impl Drain {
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             received_while_draining: self.received_while_draining.load(Ordering::Relaxed),
             closing: self.phase() >= Phase::Closing,
+            deregistered_after_ms: match self.deregistered_after.load(Ordering::SeqCst) {
+                0 => None,
+                #[allow(clippy::cast_precision_loss)]
+                us => Some((us - 1) as f64 / 1000.0),
+            },
         })
+    }
+
+    /// Notes that the instance is out of the registry; returns the time since the drain began.
+    pub fn deregistered(&self) -> Option<Duration> {
+        let elapsed = self.elapsed()?;
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX - 1);
+        self.deregistered_after.store(us + 1, Ordering::SeqCst);
+        Some(elapsed)
     }
 
     /// Requests received since the drain started.
@@ -173,10 +192,16 @@ impl Drop for InFlight {
 const TICK: Duration = Duration::from_millis(20);
 
 /// Waits for the drain to start, runs it through its phases and returns when it is `Done`.
-pub async fn run(drain: &Drain, timing: Timing) -> Phase {
+pub async fn run(drain: &Drain, timing: Timing, lifecycle: bool) -> Phase {
     let mut phase = drain.subscribe();
     if phase.wait_for(|p| *p >= Phase::Draining).await.is_err() {
         return Phase::Done { forced: true };
+    }
+    if !lifecycle {
+        // --no-lifecycle: what a process without berth does on SIGTERM — stop at once.
+        let ended = Phase::Done { forced: false };
+        drain.phase.send_replace(ended);
+        return ended;
     }
     let ended = tokio::select! {
         forced = run_phases(drain, timing) => Phase::Done { forced },
@@ -224,7 +249,7 @@ mod tests {
         assert!(drain.start("test"));
         assert!(!drain.start("again"));
         let t0 = tokio::time::Instant::now();
-        let ended = run(&drain, timing(1000, 200, 10_000)).await;
+        let ended = run(&drain, timing(1000, 200, 10_000), true).await;
         assert_eq!(ended, Phase::Done { forced: false });
         assert!(t0.elapsed() >= Duration::from_millis(1000), "{:?}", t0.elapsed());
     }
@@ -234,7 +259,7 @@ mod tests {
         let drain = Arc::new(Drain::default());
         let guard = drain.request();
         drain.start("test");
-        let ended = run(&drain, timing(100, 100, 2_000)).await;
+        let ended = run(&drain, timing(100, 100, 2_000), true).await;
         assert_eq!(ended, Phase::Done { forced: true });
         assert_eq!(drain.in_flight(), 1);
         drop(guard);
@@ -252,7 +277,7 @@ mod tests {
             drop(guard);
             drop(d.request());
         });
-        let ended = run(&drain, timing(100, 100, 5_000)).await;
+        let ended = run(&drain, timing(100, 100, 5_000), true).await;
         assert_eq!(ended, Phase::Done { forced: false });
         finisher.await.unwrap();
         assert_eq!(drain.received_while_draining(), 1);
@@ -268,6 +293,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             d.force("second");
         });
-        assert_eq!(run(&drain, timing(100, 100, 60_000)).await, Phase::Done { forced: true });
+        assert_eq!(run(&drain, timing(100, 100, 60_000), true).await, Phase::Done { forced: true });
     }
 }

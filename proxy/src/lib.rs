@@ -146,6 +146,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         forward: inbound::Forward::new(config.app, config.app_protocol),
         drain: drain.clone(),
         metrics: metrics.clone(),
+        signal: config.lifecycle,
     });
     tokio::spawn(inbound::serve(inbound_listener, inbound));
     let admin = Arc::new(admin::Admin {
@@ -160,7 +161,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin, admin_stop_rx));
     tokio::spawn(signals(drain.clone()));
 
-    let ended = drain::run(&drain, config.timing).await;
+    let ended = drain::run(&drain, config.timing, config.lifecycle).await;
     let _ = controller.await;
     let elapsed = drain.elapsed().unwrap_or_default();
     match ended {
@@ -182,7 +183,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
 /// the app stops accepting and no outbound request is in flight, bounded by drain-timeout and
 /// cut short by another signal.
 async fn linger(outbound: &outbound::Outbound, drain: &Drain, config: &Config) {
-    if !outbound.used() {
+    if !outbound.used() || !config.lifecycle {
         return;
     }
     tracing::info!("inbound drained; outbound stays open while the app runs");

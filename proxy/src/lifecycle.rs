@@ -103,6 +103,9 @@ impl Controller {
 
     /// Everything before a drain; never returns.
     async fn live(&mut self) {
+        if !self.config.lifecycle {
+            return self.without_lifecycle().await;
+        }
         loop {
             self.set(Lifecycle::Starting, None);
             if self.health.wait_for(|h| h.healthy).await.is_err() {
@@ -126,6 +129,18 @@ impl Controller {
             tracing::warn!(failing = ?self.health.borrow().failing, "unhealthy; deregistering until healthy again");
             self.deregister(&instance).await;
         }
+    }
+
+    /// `--no-lifecycle`: registered at once, whatever the app's health, and left registered.
+    async fn without_lifecycle(&mut self) {
+        let instance = self.instance();
+        while let Err(e) = self.registry.register(&self.config.service, &instance).await {
+            tracing::warn!(error = %e, "cannot register; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.metrics.registrations.inc();
+        self.set(Lifecycle::Serving, Some(instance));
+        std::future::pending().await
     }
 
     /// The instance to register, stamped now.
@@ -213,7 +228,7 @@ impl Controller {
                 let retry = tokio::time::sleep(Duration::from_millis(500));
                 tokio::select! { () = retry => {}, _ = phase.wait_for(done) => break }
             }
-            if let Some(elapsed) = self.drain.elapsed() {
+            if let Some(elapsed) = self.drain.deregistered() {
                 self.metrics.drain_deregistration.set(elapsed.as_secs_f64());
                 tracing::info!(after = ?elapsed, "deregistered after the drain started");
             }

@@ -5,4 +5,5 @@ mod config;
 mod consumer;
 mod drain;
 mod provider;
+mod rollout;
 mod support;

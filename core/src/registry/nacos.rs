@@ -196,10 +196,10 @@ impl NamingEventListener for Pushes {
 /// Forwards config changes into a watch channel.
 struct ConfigPushes(watch::Sender<Option<Arc<str>>>);
 
-impl ConfigChangeListener for ConfigPushes {
-    fn notify(&self, config: ConfigResponse) {
-        let content = config.content();
-        let new = (!content.is_empty()).then(|| Arc::from(content.as_str()));
+impl ConfigPushes {
+    /// Publishes `content` (empty: the document does not exist) if it changed.
+    fn set(&self, content: &str) {
+        let new = (!content.is_empty()).then(|| Arc::from(content));
         self.0.send_if_modified(|old| {
             let changed = *old != new;
             if changed {
@@ -207,6 +207,12 @@ impl ConfigChangeListener for ConfigPushes {
             }
             changed
         });
+    }
+}
+
+impl ConfigChangeListener for ConfigPushes {
+    fn notify(&self, config: ConfigResponse) {
+        self.set(config.content());
     }
 }
 
@@ -384,14 +390,7 @@ impl Registry for NacosRegistry {
                     _ => None,
                 };
                 if let Some(content) = content {
-                    let new = (!content.is_empty()).then(|| Arc::from(content.as_str()));
-                    pushes.0.send_if_modified(|old| {
-                        let changed = *old != new;
-                        if changed {
-                            old.clone_from(&new);
-                        }
-                        changed
-                    });
+                    pushes.set(&content);
                 }
                 if pushes.0.is_closed() {
                     return;

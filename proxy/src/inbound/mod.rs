@@ -41,6 +41,8 @@ pub struct Inbound {
     pub forward: Forward,
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
+    /// Whether responses carry the read-only signal (not with `--no-lifecycle`).
+    pub signal: bool,
 }
 
 /// Accepts connections until the drain is done.
@@ -82,6 +84,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) 
         ),
         inbound.drain.clone(),
         control.clone(),
+        inbound.signal,
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);

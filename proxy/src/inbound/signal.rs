@@ -33,12 +33,14 @@ pub struct Signal<S> {
     inner: S,
     drain: Arc<Drain>,
     conn: Arc<ConnectionControl>,
+    enabled: bool,
 }
 
 impl<S> Signal<S> {
-    /// Marks `inner`'s responses on the connection `conn`.
-    pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<ConnectionControl>) -> Self {
-        Signal { inner, drain, conn }
+    /// Marks `inner`'s responses on the connection `conn` (unless not `enabled`:
+    /// `--no-lifecycle`).
+    pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<ConnectionControl>, enabled: bool) -> Self {
+        Signal { inner, drain, conn, enabled }
     }
 }
 
@@ -60,13 +62,13 @@ where
         if h2 {
             self.conn.h2.store(true, Ordering::Relaxed);
         }
-        let (drain, conn) = (self.drain.clone(), self.conn.clone());
+        let (drain, conn, enabled) = (self.drain.clone(), self.conn.clone(), self.enabled);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
             // Decided when the response leaves, so a request in flight when the drain starts
             // carries the signal too.
-            if drain.is_draining() {
+            if enabled && drain.is_draining() {
                 let headers = resp.headers_mut();
                 headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
                 if !h2 {

@@ -62,6 +62,9 @@ pub struct Settings {
     /// Until the response headers; `None` for no limit.
     pub request_timeout: Option<Duration>,
     pub ejection: Ejection,
+    /// Move failed requests to other instances and heed the read-only signal (off only with
+    /// `--no-lifecycle`).
+    pub failover: bool,
 }
 
 /// The outbound proxy.
@@ -281,7 +284,8 @@ impl Outbound {
     ) -> HttpResponse {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last: Option<Failure> = None;
-        while tried.len() < MAX_ATTEMPTS {
+        let attempts = if self.settings.failover { MAX_ATTEMPTS } else { 1 };
+        while tried.len() < attempts {
             let snapshot = service.snapshot.load();
             let policy = service.policy.load();
             let ask = Ask {
@@ -330,7 +334,8 @@ impl Outbound {
             match outcome {
                 Ok((resp, conn)) => {
                     in_flight.answered();
-                    if resp.headers().get(LIFECYCLE_HEADER).is_some_and(|v| v == DRAINING) {
+                    let failover = self.settings.failover;
+                    if failover && resp.headers().get(LIFECYCLE_HEADER).is_some_and(|v| v == DRAINING) {
                         endpoint.mark_draining();
                         self.metrics.readonly_signals.with_label_values(&[&service.name]).inc();
                         tracing::debug!(service = %service.name, instance = %endpoint.addr, "read-only signal: instance is draining");
@@ -339,6 +344,7 @@ impl Outbound {
                     if resp.status() == StatusCode::SERVICE_UNAVAILABLE
                         && resp.headers().get(ERROR_HEADER).is_some_and(|v| v == "app-unavailable")
                         && replay.is_some()
+                        && failover
                     {
                         self.failed(service, &endpoint, "app-unavailable");
                         last = Some(Failure::AppUnavailable(response::passthrough(
@@ -359,7 +365,7 @@ impl Outbound {
                     }
                     let error = error_chain(&e.into_error());
                     self.failed(service, &endpoint, "reset");
-                    if idempotent && replay.is_some() && self.budget.withdraw() {
+                    if self.settings.failover && idempotent && replay.is_some() && self.budget.withdraw() {
                         self.metrics.outbound_retries.with_label_values(&[&service.name, "reset"]).inc();
                         last = Some(Failure::Connect(error));
                         continue;

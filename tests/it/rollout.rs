@@ -1,0 +1,47 @@
+//! The promise of berth, end to end: a rolling restart, a crash and a canary rollout under
+//! steady load against a real rnacos lose no request — and the same script with berth's
+//! lifecycle off does lose some, so this test can fail.
+
+use std::time::Duration;
+
+use crate::support::{Proc, Rnacos, berth};
+
+async fn demo(nacos: &Rnacos, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut cmd = berth();
+    cmd.args(["demo", "--registry", &nacos.url(), "--rate", "100", "--hold", "4s", "--json"]).args(extra);
+    let mut proc = Proc::spawn("berth demo", cmd);
+    let status = proc.wait_exit(Duration::from_secs(240)).await;
+    let out = proc.output();
+    let start = out.find("\n{").map_or(0, |i| i + 1);
+    let summary =
+        serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("no JSON summary ({e}):\n{out}"));
+    (status.code(), summary, out)
+}
+
+#[tokio::test]
+async fn a_rollout_under_load_loses_nothing_with_berth_and_something_without() {
+    let nacos = Rnacos::start().await;
+    let (code, summary, out) = demo(&nacos, &[]).await;
+    assert_eq!(summary["failed"], 0, "{out}");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(summary["seconds"].as_f64().unwrap() >= 30.0, "the load ran at least 30 s: {summary}");
+    assert!(summary["sent"].as_u64().unwrap() >= 2_900, "{summary}");
+    let phases: Vec<&str> =
+        summary["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["steady", "rolling restart", "crash", "canary 10%", "canary 50%", "promoted"]);
+    for d in summary["drains"].as_array().unwrap() {
+        assert_eq!(d["exit_code"], 0, "{d}");
+        assert!(d["deregistered_after_ms"].as_f64().unwrap() < 2_000.0, "{d}");
+    }
+    let promoted = summary["phases"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        promoted["by_symbol"].get("stable"),
+        None,
+        "after promote everything goes to canary: {promoted}"
+    );
+
+    let nacos = Rnacos::start().await;
+    let (code, summary, out) = demo(&nacos, &["--no-lifecycle"]).await;
+    assert!(summary["failed"].as_u64().unwrap() > 0, "without the lifecycle some requests must fail:\n{out}");
+    assert_eq!(code, Some(1), "{out}");
+}
