@@ -15,6 +15,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Proxy(berth_proxy::config::ProxyArgs),
+    Injector(berth_injector::InjectorArgs),
+    Inject(berth_injector::InjectArgs),
     SampleApp(berth_demo::sample_app::SampleAppArgs),
 }
 
@@ -35,6 +37,8 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Proxy(args) => berth_proxy::main(args),
+        Command::Injector(args) => berth_injector::main(args),
+        Command::Inject(args) => berth_injector::inject_main(args),
         Command::SampleApp(args) => berth_demo::sample_app::main(args),
     }
 }
