@@ -119,7 +119,7 @@ fn inject_document(
             notes.extend(warnings.into_iter().map(|w| format!("{what}: {w}")));
         }
         Outcome::Skipped { why, warnings } => {
-            notes.push(format!("{what}: left as is ({why:?})"));
+            notes.push(format!("{what}: left as is ({why})"));
             notes.extend(warnings.into_iter().map(|w| format!("{what}: {w}")));
             return Ok(None);
         }
@@ -159,7 +159,11 @@ mod tests {
                      metadata: {name: p, annotations: {berth.io/inject: disabled}}\nspec: {containers: [{name: a}]}\n";
         let out = inject(input, &InjectConfig::default(), || DrainToken::fixed("t")).unwrap();
         assert_eq!(out.yaml, input);
-        assert!(out.notes[0].contains("Pod p: left as is (OptedOut)"), "{:?}", out.notes);
+        assert!(
+            out.notes[0].contains("Pod p: left as is (annotated berth.io/inject: disabled)"),
+            "{:?}",
+            out.notes
+        );
     }
 
     #[test]

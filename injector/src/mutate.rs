@@ -38,6 +38,18 @@ pub enum Skip {
     HostNetwork,
 }
 
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Skip::NotOptedIn => "not opted in",
+            Skip::OptedOut => "annotated berth.io/inject: disabled",
+            Skip::ExcludedNamespace => "its namespace is never injected",
+            Skip::AlreadyInjected => "already injected",
+            Skip::HostNetwork => "it uses hostNetwork",
+        })
+    }
+}
+
 /// What [`mutate`] decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -118,6 +130,13 @@ pub fn mutate(
         grace_period(ctx.config, &settings, spec.termination_grace_period_seconds, &mut edit)
     {
         return Outcome::Denied { message };
+    }
+    if !ctx.config.native_sidecar && spec.restart_policy.as_deref().is_some_and(|p| p != "Always") {
+        edit.warnings.push(
+            "berth: the sidecar is a plain container (nativeSidecar is off), so it keeps running after \
+             the pod's other containers complete: a Job will not finish"
+                .to_owned(),
+        );
     }
     for (i, c) in spec.containers.iter().enumerate() {
         app_container(ctx.config, &settings, token, i, c, &mut edit);
