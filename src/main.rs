@@ -13,6 +13,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Proxy(berth_proxy::config::ProxyArgs),
     Injector(berth_injector::InjectorArgs),

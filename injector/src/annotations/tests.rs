@@ -65,8 +65,7 @@ fn each_annotation_sets_its_setting() {
     assert!(s.http_proxy);
     assert_eq!(read(json!({ APP_PORT: "9000" })).unwrap().app_port, 9000);
     assert!(!read(json!({ HTTP_PROXY: "false" })).unwrap().http_proxy);
-    let mut margin = InjectConfig::default();
-    margin.grace_period_margin = Duration::from_millis(1500);
+    let margin = InjectConfig { grace_period_margin: Duration::from_millis(1500), ..Default::default() };
     assert_eq!(s.grace_period_seconds(&margin), 7 + 60 + 2, "rounded up to whole seconds");
 }
 

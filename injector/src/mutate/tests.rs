@@ -160,8 +160,7 @@ fn opted_out_excluded_and_host_network_pods_are_left_alone() {
     excluded["request"]["namespace"] = json!("infra");
     let mut host = base.clone();
     host["request"]["object"]["spec"]["hostNetwork"] = json!(true);
-    let mut config = InjectConfig::default();
-    config.exclude_namespaces = vec!["infra".into()];
+    let config = InjectConfig { exclude_namespaces: vec!["infra".into()], ..Default::default() };
     for (name, review_json) in [
         ("opted out", &opted_out),
         ("kube-system", &kube_system),
@@ -239,8 +238,7 @@ fn every_annotation_reaches_the_sidecar_and_the_app() {
 
 #[test]
 fn a_pinned_short_grace_period_is_refused_when_strict() {
-    let mut config = InjectConfig::default();
-    config.strict_grace_period = true;
+    let config = InjectConfig { strict_grace_period: true, ..Default::default() };
     let out = run_with(&config, None, &fixture(ANNOTATED_POD), Scope::Pod);
     assert_eq!(out.response["allowed"], false);
     assert_eq!(out.response["status"]["code"], 403);
@@ -268,8 +266,7 @@ fn a_bad_annotation_is_refused_naming_it() {
 
 #[test]
 fn without_native_sidecars_the_sidecar_is_the_first_container() {
-    let mut config = InjectConfig::default();
-    config.native_sidecar = false;
+    let config = InjectConfig { native_sidecar: false, ..Default::default() };
     let out = run_with(&config, None, &fixture(ANNOTATED_POD), Scope::Pod);
     let pod = out.typed();
     assert_injected(&pod, &config);
@@ -300,8 +297,7 @@ fn an_unreadable_review_is_an_error_response_and_an_internal_error_admits_or_den
     let out = run(&broken, Scope::Namespace);
     assert!(out.unchanged(&broken["request"]["object"]));
     assert!(out.warnings().contains("admitted without the sidecar"), "{}", out.warnings());
-    let mut closed = InjectConfig::default();
-    closed.fail_closed = true;
+    let closed = InjectConfig { fail_closed: true, ..Default::default() };
     let out = run_with(&closed, None, &broken, Scope::Namespace);
     assert_eq!(out.response["allowed"], false);
     assert!(out.response["status"]["message"].as_str().unwrap().contains("fail-closed"));
