@@ -15,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Deserializer};
 
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
-pub const EXIT_CONFIG: u8 = berth_proxy::config::EXIT_CONFIG;
+pub use berth_proxy::config::EXIT_CONFIG;
+/// Bad configuration: which option or key, which value, what is allowed (the sidecar's type).
+pub use berth_proxy::config::ConfigError;
 
 /// `berth injector`: the mutating admission webhook.
 #[derive(Debug, Clone, Args)]
@@ -61,15 +63,6 @@ pub struct InjectArgs {
     /// Injection defaults (YAML), the same file `berth injector --config` reads.
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-}
-
-/// Bad configuration: which option or key, which value, what is allowed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("invalid value '{value}' for '{option}': {allowed}")]
-    Invalid { option: String, value: String, allowed: String },
-    #[error("config file {path}: {detail}")]
-    File { path: PathBuf, detail: String },
 }
 
 /// The sidecar's ports.
