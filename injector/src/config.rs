@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Deserializer};
 
-/// Exit code for bad configuration (EX_USAGE), as for every berth program.
-pub use berth_proxy::config::EXIT_CONFIG;
 /// Bad configuration: which option or key, which value, what is allowed (the sidecar's type).
 pub use berth_proxy::config::ConfigError;
+/// Exit code for bad configuration (EX_USAGE), as for every berth program.
+pub use berth_proxy::config::EXIT_CONFIG;
 
 /// `berth injector`: the mutating admission webhook.
 #[derive(Debug, Clone, Args)]

@@ -194,6 +194,31 @@ fn chart_renders_valid_objects_whose_webhook_points_at_the_injector() {
     assert!(lines.iter().all(|l| l.len() == 3 && l[2].len() >= 32));
 }
 
+/// Every value path of `values.yaml`, leaves first-level deep under free-form maps.
+fn value_paths(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() && !prefix.ends_with("resources") => {
+            for (k, v) in map {
+                value_paths(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn chart_readme_documents_every_value() {
+    let values: Value =
+        serde_norway::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(format!("{CHART}/README.md")).unwrap();
+    let mut paths = Vec::new();
+    value_paths("", &values, &mut paths);
+    assert!(paths.len() > 40, "{paths:?}");
+    for path in paths {
+        assert!(readme.contains(&format!("| `{path}` |")), "charts/berth/README.md does not document {path}");
+    }
+}
+
 #[tokio::test]
 async fn chart_certificate_and_config_serve_the_webhook_it_configures() {
     let all = objects(&template(&[]));
