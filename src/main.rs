@@ -13,8 +13,12 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
-    Proxy(Box<berth_proxy::config::ProxyArgs>),
+    Proxy(berth_proxy::config::ProxyArgs),
+    Injector(berth_injector::InjectorArgs),
+    Inject(berth_injector::InjectArgs),
     SampleApp(berth_demo::sample_app::SampleAppArgs),
     Demo(berth_demo::DemoArgs),
 }
@@ -35,7 +39,9 @@ fn main() -> ExitCode {
     };
     init_logging();
     match cli.command {
-        Command::Proxy(args) => berth_proxy::main(*args),
+        Command::Proxy(args) => berth_proxy::main(args),
+        Command::Injector(args) => berth_injector::main(args),
+        Command::Inject(args) => berth_injector::inject_main(args),
         Command::SampleApp(args) => berth_demo::sample_app::main(args),
         Command::Demo(args) => berth_demo::main(args),
     }

@@ -327,17 +327,19 @@ async fn a_new_instance_warms_up_and_a_full_restart_does_not() {
             .is_some_and(|a| a.iter().all(|i| i["state"] == "serving"))
     })
     .await;
-    let _new = provider(&nacos, "search", "stable", "new", &["--warmup", "6s"]).await;
+    // Over a 12 s window its weight goes from 5% to 100% of a warm instance's: next to two
+    // warm ones its share should go from a few percent to about a third.
+    let _new = provider(&nacos, "search", "stable", "new", &["--warmup", "12s"]).await;
     sees(&consumer, "search", 3).await;
     let started = Instant::now();
     let mut windows = [HashMap::new(), HashMap::new(), HashMap::new()];
-    while started.elapsed() < Duration::from_secs(6) {
-        let w = (started.elapsed().as_millis() / 2_000) as usize;
+    while started.elapsed() < Duration::from_secs(12) {
+        let w = (started.elapsed().as_millis() / 4_000) as usize;
         *windows[w.min(2)].entry(who(&proxy, "http://search/", &[]).await).or_insert(0) += 1;
     }
     let (first, last) = (share(&windows[0], "new"), share(&windows[2], "new"));
-    assert!(first < 15.0, "early share {first:.1}%: {windows:?}");
-    assert!(last > first + 8.0, "share should grow: {first:.1}% → {last:.1}%: {windows:?}");
+    assert!(first < 20.0, "early share {first:.1}%: {windows:?}");
+    assert!(last > first + 10.0, "share should grow: {first:.1}% → {last:.1}%: {windows:?}");
 }
 
 #[tokio::test]

@@ -1,9 +1,14 @@
-//! berth's integration tests: real processes on 127.0.0.1, a real rnacos, real HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! berth's integration tests: real processes on 127.0.0.1, a real rnacos, real HTTP, the real
+//! Helm chart rendered and validated against the Kubernetes schemas.
 
+// In tests an unwrap is an assertion; clippy's allow-unwrap-in-tests misses the helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod chart;
 mod config;
 mod consumer;
 mod drain;
+mod injector;
 mod provider;
 mod rollout;
 mod support;

@@ -3,6 +3,7 @@
 
 pub mod nacos;
 pub mod process;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,267 @@
+//! The Helm chart in `charts/berth`: linted, rendered with default and non-default values,
+//! validated against the Kubernetes schemas of the oldest supported (1.29) and newest (1.37)
+//! versions, its webhook configuration pointing at what it creates — and the injector started
+//! with the certificate and configuration the chart renders, called as the API server would.
+//!
+//! Needs helm and kubernetes-validate (`scripts/deps/` installs both and exports `BERTH_HELM`
+//! and `BERTH_KUBERNETES_VALIDATE`); without them these tests fail, saying so.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::injector::inject;
+use crate::support::webhook::{Injector, decode_patch};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/berth");
+const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/injector/tests/fixtures/workloads.yaml");
+const DEPLOYMENT_POD: &str = include_str!("../../injector/tests/fixtures/deployment-pod.review.json");
+/// The oldest Kubernetes berth supports (native sidecars) and the newest the validator knows.
+const KUBERNETES: [&str; 2] = ["1.29.0", "1.37.0"];
+const NAMESPACE: &str = "berth-system";
+
+/// A tool from `$var`, else from where `scripts/deps/` puts it; a clear failure without it.
+fn tool(var: &str, cached: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_default();
+    let path = cache.join("berth/tools").join(cached);
+    assert!(
+        path.is_file(),
+        "{var} is not set and {} does not exist: run scripts/test.sh, whose scripts/deps/ install it",
+        path.display()
+    );
+    path
+}
+
+fn helm() -> Command {
+    Command::new(tool("BERTH_HELM", "helm/helm"))
+}
+
+fn run(mut cmd: Command, stdin: &str) -> String {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+/// `helm template berth charts/berth -n berth-system` with `values` files.
+fn template(values: &[&str]) -> String {
+    let mut cmd = helm();
+    cmd.args(["template", "berth", CHART, "--namespace", NAMESPACE]);
+    for v in values {
+        cmd.args(["--values", &format!("{CHART}/{v}")]);
+    }
+    run(cmd, "")
+}
+
+/// Validates `yaml` against the schemas of every version in [`KUBERNETES`], strictly.
+fn validate(yaml: &str, what: &str) {
+    for version in KUBERNETES {
+        let mut cmd = Command::new(tool(
+            "BERTH_KUBERNETES_VALIDATE",
+            "kubernetes-validate-1.37.0/bin/kubernetes-validate",
+        ));
+        cmd.args(["--strict", "--kubernetes-version", version, "-"]);
+        let out = run(cmd, yaml);
+        assert!(!out.contains("ERROR"), "{what} on {version}:\n{out}");
+    }
+}
+
+fn objects(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<Option<Value>>(doc).unwrap())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the render"))
+}
+
+#[test]
+fn chart_lints_strictly_with_every_values_file() {
+    for values in [&[][..], &["ci/secret-values.yaml"], &["ci/cert-manager-values.yaml"]] {
+        let mut cmd = helm();
+        cmd.args(["lint", "--strict", CHART]);
+        for v in values {
+            cmd.args(["--values", &format!("{CHART}/{v}")]);
+        }
+        run(cmd, "");
+    }
+    // The schema refuses what the injector would: an unknown policy, a bad duration.
+    for bad in ["webhook.failurePolicy=Maybe", "sidecar.drainMin=soon", "tls.mode=self", "colour=red"] {
+        let out = helm().args(["template", "berth", CHART, "--set", bad]).output().unwrap();
+        assert!(!out.status.success(), "{bad} was accepted");
+    }
+}
+
+#[test]
+fn chart_renders_valid_objects_whose_webhook_points_at_the_injector() {
+    for (values, policy, replicas) in [
+        (&[][..], "Ignore", 2),
+        (&["ci/secret-values.yaml"][..], "Fail", 3),
+        (&["ci/cert-manager-values.yaml"][..], "Ignore", 1),
+    ] {
+        let yaml = template(values);
+        validate(&yaml, &format!("helm template with {values:?}"));
+        let all = objects(&yaml);
+        let config = all.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap();
+        let deployment = all
+            .iter()
+            .find(|o| {
+                o["kind"] == "Deployment" && o["metadata"]["name"].as_str().unwrap().ends_with("-injector")
+            })
+            .unwrap();
+        assert_eq!(deployment["spec"]["replicas"], replicas, "{values:?}");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> =
+            container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(args[0], "injector");
+        let webhooks = config["webhooks"].as_array().unwrap();
+        for webhook in webhooks {
+            assert_eq!(webhook["sideEffects"], "None");
+            assert_eq!(webhook["admissionReviewVersions"], serde_json::json!(["v1"]));
+            assert_eq!(webhook["failurePolicy"], policy);
+            assert!(webhook["timeoutSeconds"].as_u64().unwrap() <= 30);
+            let target = &webhook["clientConfig"]["service"];
+            assert_eq!(target["namespace"], NAMESPACE);
+            assert!(["/mutate", "/mutate/namespace-enabled"].contains(&target["path"].as_str().unwrap()));
+            // The Service the webhook names exists, selects the injector, and its port leads
+            // to the container port the injector listens on.
+            let service = find(&all, "Service", target["name"].as_str().unwrap());
+            let port = service["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["port"] == target["port"])
+                .unwrap();
+            let container_port = container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == port["targetPort"])
+                .unwrap();
+            let listen = format!("--listen=0.0.0.0:{}", container_port["containerPort"]);
+            assert!(args.contains(&listen.as_str()), "{args:?} has {listen}");
+            for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+                assert_eq!(&deployment["spec"]["template"]["metadata"]["labels"][k], v, "selector {k}");
+            }
+            let excluded = &webhook["namespaceSelector"]["matchExpressions"][1];
+            assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+            let names: Vec<&str> =
+                excluded["values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert!(names.contains(&"kube-system") && names.contains(&NAMESPACE), "{names:?}");
+        }
+        assert_eq!(webhooks.len(), if policy == "Fail" { 1 } else { 2 }, "podAnnotationOptIn");
+        assert!(
+            all.iter().all(|o| !["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]
+                .contains(&o["kind"].as_str().unwrap())),
+            "neither program calls the Kubernetes API, so the chart grants nothing"
+        );
+        for sa in all.iter().filter(|o| o["kind"] == "ServiceAccount") {
+            assert_eq!(sa["automountServiceAccountToken"], false);
+        }
+    }
+    let all = objects(&template(&[]));
+    let pdb = all.iter().find(|o| o["kind"] == "PodDisruptionBudget").unwrap();
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let admin = find(&all, "Deployment", "berth-admin");
+    let args = admin["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--listen=0.0.0.0:15080") && args.contains("--token-file="), "{args}");
+    let tokens = find(&all, "Secret", "berth-admin-tokens")["data"]["tokens"].as_str().unwrap();
+    let tokens =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(tokens).unwrap()).unwrap();
+    let lines: Vec<Vec<&str>> =
+        tokens.lines().filter(|l| !l.starts_with('#')).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        lines.iter().map(|l| (l[0], l[1])).collect::<Vec<_>>(),
+        [("admin", "write"), ("viewer", "read")]
+    );
+    assert!(lines.iter().all(|l| l.len() == 3 && l[2].len() >= 32));
+}
+
+/// Every value path of `values.yaml`, leaves first-level deep under free-form maps.
+fn value_paths(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() && !prefix.ends_with("resources") => {
+            for (k, v) in map {
+                value_paths(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn chart_readme_documents_every_value() {
+    let values: Value =
+        serde_norway::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(format!("{CHART}/README.md")).unwrap();
+    let mut paths = Vec::new();
+    value_paths("", &values, &mut paths);
+    assert!(paths.len() > 40, "{paths:?}");
+    for path in paths {
+        assert!(readme.contains(&format!("| `{path}` |")), "charts/berth/README.md does not document {path}");
+    }
+}
+
+#[tokio::test]
+async fn chart_certificate_and_config_serve_the_webhook_it_configures() {
+    let all = objects(&template(&[]));
+    let webhook = &all.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap()["webhooks"][0];
+    let b64 = |v: &Value| {
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap())
+            .unwrap()
+    };
+    let ca = b64(&webhook["clientConfig"]["caBundle"]);
+    let secret = find(&all, "Secret", "berth-injector-tls");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), b64(&secret["data"]["tls.crt"])).unwrap();
+    std::fs::write(dir.path().join("tls.key"), b64(&secret["data"]["tls.key"])).unwrap();
+    let config = find(&all, "ConfigMap", "berth-injector")["data"]["injector.yaml"].as_str().unwrap();
+    let config_path = dir.path().join("injector.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let injector = Injector::start(dir.path(), &["--config", config_path.to_str().unwrap()]).await;
+
+    let target = &webhook["clientConfig"]["service"];
+    let host = format!("{}.{}.svc", target["name"].as_str().unwrap(), target["namespace"].as_str().unwrap());
+    let review: Value = serde_json::from_str(DEPLOYMENT_POD).unwrap();
+    let path = target["path"].as_str().unwrap();
+    let (status, body) =
+        injector.call(&ca, &host, "POST", path, review.to_string().as_bytes()).await.unwrap();
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["response"]["uid"], review["request"]["uid"]);
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &decode_patch(&body["response"]["patch"])).unwrap();
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(sidecar["image"], "ghcr.io/berth-io/berth:0.1.0", "the chart's appVersion");
+    let env = sidecar["env"].to_string();
+    assert!(env.contains("nacos://nacos.nacos.svc:8848"), "the chart's registry: {env}");
+}
+
+#[test]
+fn injected_manifests_validate_against_the_kubernetes_schemas() {
+    let (native, _) = inject(WORKLOADS, None, None);
+    validate(&native, "berth inject (native sidecar)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("injector.yaml");
+    std::fs::write(&config, "nativeSidecar: false\ndefaults: {httpProxy: true}\n").unwrap();
+    let (plain, notes) = inject(WORKLOADS, None, Some(&config));
+    validate(&plain, "berth inject (sidecar as first container)");
+    assert!(notes.contains("Job shop/reindex: berth: the sidecar is a plain container"), "{notes}");
+}
