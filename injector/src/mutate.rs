@@ -146,6 +146,13 @@ pub fn mutate(
         Ok(v) => v,
         Err(e) => return Outcome::Failed { error: format!("cannot write the sidecar container: {e}") },
     };
+    // The sidecar's root filesystem is read-only; the Nacos client keeps a cache in /tmp.
+    let scratch =
+        json!({"name": sidecar::SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}});
+    match spec.volumes {
+        None => edit.add(&["spec", "volumes"], json!([scratch])),
+        Some(_) => edit.add(&["spec", "volumes", "-"], scratch),
+    }
     // Last, so that the app containers' indices above are those of the pod as sent.
     match (ctx.config.native_sidecar, spec.init_containers.is_some()) {
         (true, false) => edit.add(&["spec", "initContainers"], json!([sidecar])),

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HTTPHeader,
-    LifecycleHandler, ObjectFieldSelector, Probe, SeccompProfile, SecurityContext,
+    LifecycleHandler, ObjectFieldSelector, Probe, SeccompProfile, SecurityContext, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -22,6 +22,8 @@ pub const CONTAINER_NAME: &str = "berth-proxy";
 /// The header the preStop hook carries the drain token in (the sidecar's
 /// `berth_proxy::admin::DRAIN_TOKEN_HEADER`).
 pub const DRAIN_TOKEN_HEADER: &str = berth_proxy::admin::DRAIN_TOKEN_HEADER;
+/// The sidecar's writable scratch volume, mounted at `/tmp` (its root filesystem is read-only).
+pub const SCRATCH_VOLUME: &str = "berth-tmp";
 /// The preStop hook's path: it answers once the drain is over.
 pub const DRAIN_PATH: &str = "/drain?wait=true";
 
@@ -140,6 +142,11 @@ pub fn container(settings: &PodSettings, config: &InjectConfig, token: &DrainTok
         liveness_probe: Some(probe("/live", ports.admin, 10, 3)),
         resources: Some(config.resources.clone()),
         security_context: Some(security_context(config.run_as_user)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: SCRATCH_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
         restart_policy: config.native_sidecar.then(|| "Always".into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()

@@ -101,6 +101,11 @@ fn assert_injected(pod: &Pod, config: &InjectConfig) -> Container {
     assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
     assert_eq!(sidecar.resources.as_ref(), Some(&config.resources));
     assert_eq!(sidecar.image.as_deref(), Some(config.image.as_str()));
+    // A read-only root needs a writable /tmp for the Nacos client's cache.
+    let mount = &sidecar.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!((mount.name.as_str(), mount.mount_path.as_str()), ("berth-tmp", "/tmp"));
+    let volume = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "berth-tmp").unwrap();
+    assert!(volume.empty_dir.is_some(), "{volume:?}");
     let token = env(&sidecar, "BERTH_DRAIN_TOKEN").unwrap();
     assert!(token.len() >= 16, "the sidecar accepts tokens of 16 characters or more");
     for c in spec.containers.iter().filter(|c| c.name != "berth-proxy") {
