@@ -191,10 +191,10 @@ impl Policy {
         if !self.weights.is_empty() && total != 100 {
             problem("weights".into(), format!("weights must sum to 100, not {total}"));
         }
-        if let Some(Source::Header(name) | Source::Cookie(name)) = &self.sticky {
-            if name.is_empty() {
-                problem("sticky".into(), "names no header or cookie".into());
-            }
+        if let Some(Source::Header(name) | Source::Cookie(name)) = &self.sticky
+            && name.is_empty()
+        {
+            problem("sticky".into(), "names no header or cookie".into());
         }
         let mut rules = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {

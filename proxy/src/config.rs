@@ -205,15 +205,10 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn service_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
-        && !s.starts_with('.');
-    if ok {
+    if berth_core::registry::is_service_name(s) {
         Ok(s.to_owned())
     } else {
-        Err("a service name is 1–128 letters, digits, `-`, `_`, `.`, `:` or `@`, not starting with `.`"
-            .into())
+        Err(berth_core::registry::SERVICE_NAME_RULE.into())
     }
 }
 
