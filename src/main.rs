@@ -15,6 +15,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Proxy(berth_proxy::config::ProxyArgs),
+    Admin(berth_admin::AdminArgs),
+    Ctl(berth_admin::ctl::CtlArgs),
     SampleApp(berth_demo::sample_app::SampleAppArgs),
 }
 
@@ -35,6 +37,8 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Proxy(args) => berth_proxy::main(args),
+        Command::Admin(args) => berth_admin::main(args),
+        Command::Ctl(args) => berth_admin::ctl::main(args),
         Command::SampleApp(args) => berth_demo::sample_app::main(args),
     }
 }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod ctl;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
