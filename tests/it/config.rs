@@ -34,7 +34,11 @@ fn bad_configuration_exits_64_naming_the_option() {
         (with(&["--dependency", "db:5432"]), "--dependency", "tcp://host:port"),
         (with(&["--registry", "http://nacos:8848"]), "--registry", "nacos://"),
         (with(&["--drain-min", "soon"]), "--drain-min", "duration"),
-        (with(&["--drain-min", "30s", "--drain-timeout", "10s"]), "--drain-timeout", "longer than --drain-min"),
+        (
+            with(&["--drain-min", "30s", "--drain-timeout", "10s"]),
+            "--drain-timeout",
+            "longer than --drain-min",
+        ),
         (with(&["--symbol", "Canary"]), "--symbol", "lower-case"),
         (with(&["--inbound", "0.0.0.0:9000", "--admin", "127.0.0.1:9000"]), "--admin", "inbound port"),
         (with(&["--inbound", "0.0.0.0:8080"]), "--inbound", "app's port"),
@@ -46,7 +50,10 @@ fn bad_configuration_exits_64_naming_the_option() {
     ];
     for (args, option, allowed) in cases {
         let err = proxy_fails(&args, &[]);
-        assert!(err.contains(option) && err.contains(allowed), "{args:?}: expected {option} and {allowed:?} in: {err}");
+        assert!(
+            err.contains(option) && err.contains(allowed),
+            "{args:?}: expected {option} and {allowed:?} in: {err}"
+        );
     }
     let err = proxy_fails(&with(&[]), &[("POD_IP", "not-an-ip")]);
     assert!(err.contains("POD_IP") && err.contains("not-an-ip"), "{err}");
@@ -78,9 +85,24 @@ fn help_documents_every_flag_and_exits_zero() {
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--config", "--service", "--symbol", "--app-port", "--app-protocol", "--app-health", "--dependency",
-        "--inbound", "--admin", "--advertise", "--registry", "--register-delay", "--warmup", "--drain-min",
-        "--drain-quiet", "--drain-timeout", "--drain-token", "BERTH_SERVICE",
+        "--config",
+        "--service",
+        "--symbol",
+        "--app-port",
+        "--app-protocol",
+        "--app-health",
+        "--dependency",
+        "--inbound",
+        "--admin",
+        "--advertise",
+        "--registry",
+        "--register-delay",
+        "--warmup",
+        "--drain-min",
+        "--drain-quiet",
+        "--drain-timeout",
+        "--drain-token",
+        "BERTH_SERVICE",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

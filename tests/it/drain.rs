@@ -20,10 +20,17 @@ async fn serving(service: &str, registry: &str, extra: &[&str]) -> (App, Sidecar
 }
 
 /// An HTTP/1.1 connection we control: one TCP connection, requests sent in order.
-async fn h1_connection(addr: SocketAddr) -> (hyper::client::conn::http1::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>) {
+async fn h1_connection(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http1::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    (send, tokio::spawn(async move { let _ = conn.await; }))
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
 }
 
 fn get(path: &str) -> http::Request<Empty<Bytes>> {
@@ -33,7 +40,8 @@ fn get(path: &str) -> http::Request<Empty<Bytes>> {
 #[tokio::test]
 async fn sigterm_deregisters_within_2s_serves_stragglers_and_exits_zero() {
     let nacos = Rnacos::start().await;
-    let (_app, mut sidecar) = serving("leaving", &nacos.url(), &["--drain-min", "3s", "--drain-quiet", "500ms"]).await;
+    let (_app, mut sidecar) =
+        serving("leaving", &nacos.url(), &["--drain-min", "3s", "--drain-quiet", "500ms"]).await;
     eventually(T, "listed", || async { nacos.lists("leaving", sidecar.inbound).await }).await;
 
     let slow = tokio::spawn(client().get(sidecar.url("/slow?ms=2500")).send());
@@ -94,13 +102,18 @@ async fn a_keep_alive_connection_serves_one_more_request_then_closes() {
 #[tokio::test]
 async fn idle_keep_alive_connections_close_after_drain_min_not_before() {
     let dir = tempfile::tempdir().unwrap();
-    let (_app, sidecar) = serving("idle", &dir_registry(&dir), &["--drain-min", "2s", "--drain-quiet", "5s"]).await;
+    let (_app, sidecar) =
+        serving("idle", &dir_registry(&dir), &["--drain-min", "2s", "--drain-quiet", "5s"]).await;
     let (mut send, conn) = h1_connection(sidecar.inbound).await;
     send.send_request(get("/")).await.unwrap().into_body().collect().await.unwrap();
     client().post(sidecar.admin_url("/drain")).send().await.unwrap();
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(6), conn).await.expect("closed after drain-min").unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(1900), "closed {:?} into a 2 s drain-min", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "closed {:?} into a 2 s drain-min",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -124,7 +137,11 @@ async fn http2_connections_get_a_graceful_goaway() {
     assert_eq!(slow.headers()["x-berth-lifecycle"], "draining");
     slow.into_body().collect().await.unwrap();
     // GOAWAY, long before drain-min is over: the connection ends.
-    tokio::time::timeout(Duration::from_secs(3), conn).await.expect("GOAWAY closed the connection").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("GOAWAY closed the connection")
+        .unwrap()
+        .unwrap();
     // New connections are still accepted and served.
     let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let resp = h2.get(sidecar.url("/")).send().await.unwrap();
@@ -135,7 +152,8 @@ async fn http2_connections_get_a_graceful_goaway() {
 #[tokio::test]
 async fn drain_wait_answers_once_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let (_app, mut sidecar) = serving("waiter", &dir_registry(&dir), &["--drain-min", "2s", "--drain-quiet", "300ms"]).await;
+    let (_app, mut sidecar) =
+        serving("waiter", &dir_registry(&dir), &["--drain-min", "2s", "--drain-quiet", "300ms"]).await;
     let started = Instant::now();
     let resp = client().get(sidecar.admin_url("/drain?wait=true")).send().await.unwrap();
     assert!(started.elapsed() >= Duration::from_secs(2), "answered before drain-min was over");
@@ -156,7 +174,11 @@ async fn drain_timeout_forces_the_exit() {
     let started = Instant::now();
     let status = sidecar.proc.wait_exit(T).await;
     assert_eq!(status.code(), Some(2), "a forced drain exits non-zero");
-    assert!(started.elapsed() >= Duration::from_millis(1900), "forced after {:?}, not at drain-timeout", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "forced after {:?}, not at drain-timeout",
+        started.elapsed()
+    );
     let out = sidecar.proc.output();
     assert!(out.contains("drain timed out") && out.contains("in_flight=1"), "{out}");
     slow.abort();
@@ -165,7 +187,8 @@ async fn drain_timeout_forces_the_exit() {
 #[tokio::test]
 async fn a_second_sigterm_forces_the_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let (_app, mut sidecar) = serving("impatient", &dir_registry(&dir), &["--drain-min", "30s", "--drain-timeout", "60s"]).await;
+    let (_app, mut sidecar) =
+        serving("impatient", &dir_registry(&dir), &["--drain-min", "30s", "--drain-timeout", "60s"]).await;
     let _slow = tokio::spawn(client().get(sidecar.url("/slow?ms=60000")).send());
     eventually(T, "slow request in flight", || async { sidecar.state().await["in_flight"] == 1 }).await;
     sidecar.proc.signal("TERM");

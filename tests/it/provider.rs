@@ -27,14 +27,12 @@ async fn not_ready_and_not_registered_while_the_app_is_down() {
 async fn registers_with_metadata_only_after_the_register_delay() {
     let nacos = Rnacos::start().await;
     let app = App::start("delayed").await;
-    let sidecar = Sidecar::start("delayed", app.addr.port(), &nacos.url(), &[
-        "--register-delay",
-        "2s",
-        "--symbol",
-        "canary",
-        "--app-version",
-        "7.1.0",
-    ])
+    let sidecar = Sidecar::start(
+        "delayed",
+        app.addr.port(),
+        &nacos.url(),
+        &["--register-delay", "2s", "--symbol", "canary", "--app-version", "7.1.0"],
+    )
     .await;
     eventually(T, "registering", || async { sidecar.lifecycle().await == "registering" }).await;
     let registering_since = sidecar.state().await["since_ms"].as_u64().unwrap();
@@ -70,8 +68,10 @@ async fn app_killed_while_serving_deregisters_and_comes_back() {
 
     app.proc.kill();
     eventually(T, "unready after the app died", || async { sidecar.ready().await == 503 }).await;
-    eventually(T, "deregistered after the app died", || async { !nacos.lists("flaky", sidecar.inbound).await })
-        .await;
+    eventually(T, "deregistered after the app died", || async {
+        !nacos.lists("flaky", sidecar.inbound).await
+    })
+    .await;
     assert_eq!(sidecar.lifecycle().await, "starting");
 
     let _app = App::start_on("flaky", port).await;
@@ -95,7 +95,8 @@ async fn nacos_unreachable_at_start_then_restarted() {
 
     nacos.restart().await;
     sidecar.wait_ready(Duration::from_secs(30)).await;
-    eventually(T, "registered once Nacos is up", || async { nacos.lists("patient", sidecar.inbound).await }).await;
+    eventually(T, "registered once Nacos is up", || async { nacos.lists("patient", sidecar.inbound).await })
+        .await;
 
     // A restarted rnacos keeps no ephemeral instances: being listed again means re-registered.
     nacos.restart().await;
@@ -112,7 +113,8 @@ async fn a_dependency_gates_readiness() {
     let db_port = free_port();
     let dependency = format!("tcp://127.0.0.1:{db_port}");
     let sidecar =
-        Sidecar::start("dependent", app.addr.port(), &dir_registry(&dir), &["--dependency", &dependency]).await;
+        Sidecar::start("dependent", app.addr.port(), &dir_registry(&dir), &["--dependency", &dependency])
+            .await;
     eventually(T, "the dependency check has failed", || async {
         sidecar.state().await["failing"].to_string().contains(&dependency)
     })
@@ -204,7 +206,9 @@ async fn metrics_are_valid_prometheus_text() {
             .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
         match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => 0.0,
         }
     };

@@ -101,7 +101,9 @@ impl Sidecar {
         let proc = Proc::spawn(name, cmd);
         let line = proc.wait_line("berth proxy listening", Duration::from_secs(10)).await;
         let field = |key: &str| -> SocketAddr {
-            let start = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 2;
+            let start = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key} in {line}"))
+                + key.len()
+                + 2;
             line[start..].split(' ').next().unwrap().parse().unwrap()
         };
         Sidecar { inbound: field("inbound"), admin: field("admin"), proc }
@@ -135,7 +137,8 @@ impl Sidecar {
     }
 
     pub async fn wait_ready(&self, timeout: Duration) {
-        eventually(timeout, &format!("{} ready", self.proc.name), || async { self.ready().await == 200 }).await;
+        eventually(timeout, &format!("{} ready", self.proc.name), || async { self.ready().await == 200 })
+            .await;
     }
 }
 

@@ -45,7 +45,13 @@ impl Rnacos {
 
     /// Picks ports and a data directory without starting the server.
     pub fn reserve() -> Rnacos {
-        Rnacos { proc: None, http: free_port(), grpc: free_port(), console: free_port(), data: tempfile::tempdir().unwrap() }
+        Rnacos {
+            proc: None,
+            http: free_port(),
+            grpc: free_port(),
+            console: free_port(),
+            data: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// Starts (again) on the same ports and data directory.
@@ -91,7 +97,8 @@ impl Rnacos {
     /// Whether Nacos lists `ip:port` for `service`.
     pub async fn lists(&self, service: &str, addr: std::net::SocketAddr) -> bool {
         self.instances(service).await.iter().any(|h| {
-            h["ip"].as_str() == Some(&addr.ip().to_string()) && h["port"].as_u64() == Some(u64::from(addr.port()))
+            h["ip"].as_str() == Some(&addr.ip().to_string())
+                && h["port"].as_u64() == Some(u64::from(addr.port()))
         })
     }
 }
