@@ -8,9 +8,10 @@
 //! `If-Match`, its change is applied again to the winner's version). Then the history gets the
 //! new entry. Admin keeps nothing in memory, so any number of replicas can run.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use berth_core::policy::{InvalidPolicy, Policy, SCHEMA};
+use berth_core::policy::{InvalidPolicy, Policy};
 use berth_core::registry::{ConfigEntry, Registry, RegistryError, policy_data_id};
 use http::StatusCode;
 
@@ -26,6 +27,10 @@ const ATTEMPTS: usize = 5;
 pub struct Store {
     registry: Arc<dyn Registry>,
     metrics: Metrics,
+    /// One writer per service at a time in this process: the registry's conditional write
+    /// (check, then compare-and-set) has a window that a registry ignoring the compare leaves
+    /// open, and this closes it for the writers of one replica.
+    writers: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Where the current policy comes from.
@@ -109,7 +114,7 @@ pub struct Written {
 
 impl Store {
     pub fn new(registry: Arc<dyn Registry>, metrics: Metrics) -> Self {
-        Store { registry, metrics }
+        Store { registry, metrics, writers: Arc::default() }
     }
 
     /// The policy of `service` as stored now.
@@ -140,6 +145,11 @@ impl Store {
         F: Fn(&Current) -> Result<Policy, ApiError>,
     {
         let data_id = policy_data_id(c.service);
+        let writer = {
+            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            writers.entry(c.service.to_owned()).or_default().clone()
+        };
+        let _one_writer = writer.lock().await;
         for attempt in 1..=ATTEMPTS {
             let current = self.read(c.service).await?;
             if let Some(want) = c.if_match.filter(|v| *v != current.version) {
@@ -153,7 +163,6 @@ impl Store {
                 ));
             }
             let mut new = change(&current)?;
-            new.schema = SCHEMA;
             new.version = current.version + 1;
             let content = serde_json::to_string_pretty(&new)
                 .map_err(|e| ApiError::unprocessable(format!("the policy cannot be serialized: {e}")))?;
