@@ -241,3 +241,6 @@ impl Store {
         Some(format!("version {} was written but not recorded in the history: {last}", policy.version))
     }
 }
+
+#[cfg(test)]
+mod tests;
