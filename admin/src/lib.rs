@@ -59,12 +59,8 @@ pub fn main(args: AdminArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_START);
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::from(EXIT_START);
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +69,11 @@ pub fn main(args: AdminArgs) -> ExitCode {
             ExitCode::from(EXIT_START)
         }
     }
+}
+
+/// Builds a runtime, saying why on stderr when it cannot.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder.enable_all().build().inspect_err(|e| eprintln!("error: cannot start the runtime: {e}")).ok()
 }
 
 /// Binds, logs `berth admin listening listen=ADDR`, and serves until a signal.

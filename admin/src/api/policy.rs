@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use berth_core::Symbol;
 use berth_core::policy::{InvalidPolicy, Policy, Problem, Rule};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +20,7 @@ use serde_json::json;
 use super::services::Target;
 use super::{ApiError, AppState, json_body};
 use crate::auth::{Reader, Writer};
-use crate::store::{Change, Written};
+use crate::store::{Change, Current, Written};
 
 /// The header that says whether a policy is stored or the default.
 pub const SOURCE_HEADER: &str = "x-berth-policy-source";
@@ -41,18 +42,65 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     s.parse().map(Some).map_err(|_| bad())
 }
 
-/// The answer to a change: the new version in `ETag` and the body.
-fn written(service: &str, w: Written) -> Response {
-    let mut body = json!({
-        "service": service,
-        "version": w.policy.version,
-        "summary": w.summary,
-        "policy": w.policy,
-    });
-    if let Some(warning) = w.warning {
-        body["warning"] = json!(warning);
+/// A change request: a write token's caller, the checked path and the `If-Match` version. An
+/// extractor, in this order: 401/403, then 400 for a bad path or `If-Match`.
+#[derive(Debug)]
+pub struct Edit {
+    st: AppState,
+    caller: crate::auth::Caller,
+    target: Target,
+    if_match: Option<u64>,
+}
+
+impl FromRequestParts<AppState> for Edit {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Writer(caller) = Writer::from_request_parts(parts, state).await?;
+        let target = Target::from_request_parts(parts, state).await?;
+        let if_match = if_match(&parts.headers)?;
+        Ok(Edit { st: state.clone(), caller, target, if_match })
     }
-    ([(header::ETAG, etag(w.policy.version))], Json(body)).into_response()
+}
+
+impl Edit {
+    /// Applies `change` through the store.
+    async fn apply<F>(&self, action: &str, change: F) -> Result<Written, ApiError>
+    where
+        F: Fn(&Current) -> Result<Policy, ApiError>,
+    {
+        let c = Change {
+            service: &self.target.service,
+            if_match: self.if_match,
+            author: &self.caller.name,
+            action,
+        };
+        self.st.store.change(c, change).await
+    }
+
+    /// Applies an edit of the current policy.
+    async fn modify(&self, action: &str, edit: impl Fn(&mut Policy)) -> Result<Written, ApiError> {
+        self.apply(action, |c| {
+            let mut p = c.editable()?;
+            edit(&mut p);
+            Ok(p)
+        })
+        .await
+    }
+
+    /// The answer to a change: the new version in `ETag` and the body.
+    fn answer(&self, w: Written) -> Response {
+        let mut body = json!({
+            "service": self.target.service,
+            "version": w.policy.version,
+            "summary": w.summary,
+            "policy": w.policy,
+        });
+        if let Some(warning) = w.warning {
+            body["warning"] = json!(warning);
+        }
+        ([(header::ETAG, etag(w.policy.version))], Json(body)).into_response()
+    }
 }
 
 /// `GET …/policy`: the whole document; `ETag` is its version.
@@ -60,216 +108,116 @@ pub async fn get(State(st): State<AppState>, _: Reader, t: Target) -> Result<Res
     let current = st.store.read(&t.service).await?;
     let policy = current.editable()?;
     let source = HeaderValue::from_static(current.source.as_str());
-    Ok((
-        [(header::ETAG, etag(current.version)), (header::HeaderName::from_static(SOURCE_HEADER), source)],
-        Json(policy),
-    )
-        .into_response())
+    let headers =
+        [(header::ETAG, etag(current.version)), (header::HeaderName::from_static(SOURCE_HEADER), source)];
+    Ok((headers, Json(policy)).into_response())
 }
 
 /// `PUT …/policy`: replaces the whole document (its `version` is set by admin).
-pub async fn put(
-    State(st): State<AppState>,
-    Writer(caller): Writer,
-    t: Target,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let precondition = if_match(&headers)?;
+pub async fn put(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
     let value: serde_json::Value = json_body(&body)?;
     let new: Policy = serde_json::from_value(value).map_err(|e| {
         let problem = Problem { path: "$".into(), message: e.to_string() };
         ApiError::invalid("nothing was written", InvalidPolicy(vec![problem]))
     })?;
-    let change = Change {
-        service: &t.service,
-        if_match: precondition,
-        author: &caller.name,
-        action: "replace policy",
-    };
-    let w = st.store.change(change, |_| Ok(new.clone())).await?;
-    Ok(written(&t.service, w))
+    Ok(edit.answer(edit.apply("replace policy", |_| Ok(new.clone())).await?))
 }
 
 /// `PUT …/weights`: `{"stable": 90, "canary": 10}` replaces the weighted split.
-pub async fn weights(
-    State(st): State<AppState>,
-    Writer(caller): Writer,
-    t: Target,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let precondition = if_match(&headers)?;
+pub async fn weights(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
     let weights: BTreeMap<Symbol, u32> = json_body(&body)?;
-    let change =
-        Change { service: &t.service, if_match: precondition, author: &caller.name, action: "set weights" };
-    let w = st
-        .store
-        .change(change, |c| {
-            let mut p = c.editable()?;
-            p.weights.clone_from(&weights);
-            Ok(p)
-        })
-        .await?;
-    Ok(written(&t.service, w))
+    Ok(edit.answer(edit.modify("set weights", |p| p.weights.clone_from(&weights)).await?))
 }
 
 /// `PUT …/rules`: a JSON array of rules replaces the rules.
-pub async fn rules(
-    State(st): State<AppState>,
-    Writer(caller): Writer,
-    t: Target,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let precondition = if_match(&headers)?;
+pub async fn rules(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
     let rules: Vec<Rule> = json_body(&body)?;
-    let change =
-        Change { service: &t.service, if_match: precondition, author: &caller.name, action: "set rules" };
-    let w = st
-        .store
-        .change(change, |c| {
-            let mut p = c.editable()?;
-            p.rules.clone_from(&rules);
-            Ok(p)
-        })
-        .await?;
-    Ok(written(&t.service, w))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SymbolBody {
-    /// The symbol; `null` removes the override.
-    symbol: Option<Symbol>,
+    Ok(edit.answer(edit.modify("set rules", |p| p.rules.clone_from(&rules)).await?))
 }
 
 /// `PUT …/symbols/{address}`: `{"symbol": "canary"}` overrides an instance's symbol;
 /// `{"symbol": null}` removes the override.
-pub async fn symbol(
-    State(st): State<AppState>,
-    Writer(caller): Writer,
-    t: Target,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let precondition = if_match(&headers)?;
-    let SymbolBody { symbol } = json_body(&body)?;
-    let raw = t.address.clone().unwrap_or_default();
+pub async fn symbol(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        symbol: Option<Symbol>,
+    }
+    let Body { symbol } = json_body(&body)?;
+    let raw = edit.target.address.clone().unwrap_or_default();
     // The canonical form, so `[::1]:80` and `[0:0::1]:80` are one key.
     let address = raw.parse::<SocketAddr>().map_or(raw, |a| a.to_string());
-    let action = format!("set symbol of {address}");
-    let change =
-        Change { service: &t.service, if_match: precondition, author: &caller.name, action: &action };
-    let w = st
-        .store
-        .change(change, |c| {
-            let mut p = c.editable()?;
+    let w = edit
+        .modify(&format!("set symbol of {address}"), |p| {
             match &symbol {
                 Some(s) => p.overrides.insert(address.clone(), s.clone()),
                 None => p.overrides.remove(&address),
             };
-            Ok(p)
         })
         .await?;
-    Ok(written(&t.service, w))
+    Ok(edit.answer(w))
 }
 
-/// `POST …/promote`: `{"symbol": "canary"}` becomes the default and takes 100%.
-pub async fn promote(
-    State(st): State<AppState>,
-    Writer(caller): Writer,
-    t: Target,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+/// `POST …/promote`: `{"symbol": "canary"}` becomes the default and takes 100%. The answer
+/// warns when no registered instance has that symbol (a typo, or promoted too early).
+pub async fn promote(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
         symbol: Symbol,
     }
-    let precondition = if_match(&headers)?;
     let Body { symbol } = json_body(&body)?;
-    let action = format!("promote {symbol}");
-    let change =
-        Change { service: &t.service, if_match: precondition, author: &caller.name, action: &action };
-    let mut w = st
-        .store
-        .change(change, |c| {
-            let mut p = c.editable()?;
+    let mut w = edit
+        .modify(&format!("promote {symbol}"), |p| {
             p.default = symbol.clone();
             p.weights = BTreeMap::from([(symbol.clone(), 100)]);
-            Ok(p)
         })
         .await?;
-    if w.warning.is_none() {
-        w.warning = no_instance_warning(&st, &t.service, &w.policy, &symbol).await;
+    let service = &edit.target.service;
+    if w.warning.is_none()
+        && let (Ok(instances), Ok(policy)) =
+            (edit.st.registry.instances(service).await, w.policy.clone().compile())
+        && !instances.iter().any(|i| super::services::symbol_of(&policy, i).0 == symbol)
+    {
+        w.warning = Some(format!("no registered instance of {service} has symbol `{symbol}` now"));
     }
-    Ok(written(&t.service, w))
-}
-
-/// A warning when no registered instance has `symbol` (a typo, or promoted too early).
-async fn no_instance_warning(
-    st: &AppState,
-    service: &str,
-    policy: &Policy,
-    symbol: &Symbol,
-) -> Option<String> {
-    let instances = st.registry.instances(service).await.ok()?;
-    let compiled = policy.clone().compile().ok()?;
-    let has = instances.iter().any(|i| {
-        compiled.override_for(i.addr).cloned().or_else(|| i.symbol()).unwrap_or_default() == *symbol
-    });
-    (!has).then(|| format!("no registered instance of {service} has symbol `{symbol}` now"))
+    Ok(edit.answer(w))
 }
 
 /// `POST …/rollback`: writes the previous version's policy again, as a new version. The body
 /// may name the version to go back to: `{"version": 3}`.
-pub async fn rollback(
-    State(st): State<AppState>,
-    Writer(caller): Writer,
-    t: Target,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn rollback(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     struct Body {
         version: Option<u64>,
     }
-    let precondition = if_match(&headers)?;
     let Body { version } =
         if body.iter().all(u8::is_ascii_whitespace) { Body::default() } else { json_body(&body)? };
-    let history = st.store.history(&t.service).await?;
-    let current_version = st.store.read(&t.service).await?.version;
-    let target = version.unwrap_or(current_version.saturating_sub(1));
-    let action = format!("rollback to version {target}");
-    let change =
-        Change { service: &t.service, if_match: precondition, author: &caller.name, action: &action };
-    let w = st
-        .store
-        .change(change, |c| {
+    let service = &edit.target.service;
+    let history = edit.st.store.history(service).await?;
+    let target = version.unwrap_or(edit.st.store.read(service).await?.version.saturating_sub(1));
+    let w = edit
+        .apply(&format!("rollback to version {target}"), |c| {
             if c.version == 0 {
                 return Err(ApiError::conflict("there is no policy version to roll back from"));
             }
             if target >= c.version {
-                return Err(ApiError::conflict(format!(
-                    "version {target} is not older than the current version {}",
-                    c.version
-                )));
+                let detail = format!("version {target} is not older than the current version {}", c.version);
+                return Err(ApiError::conflict(detail));
             }
             if target == 0 {
                 return Ok(Policy::default());
             }
             history.get(target).map(|e| e.policy.clone()).ok_or_else(|| {
+                let kept = crate::history::MAX_ENTRIES;
                 ApiError::conflict(format!(
-                    "version {target} is not in the history (it keeps the last {} versions)",
-                    crate::history::MAX_ENTRIES
+                    "version {target} is not in the history (it keeps the last {kept} versions)"
                 ))
             })
         })
         .await?;
-    Ok(written(&t.service, w))
+    Ok(edit.answer(w))
 }
 
 /// `GET …/history`: past versions, newest first, with author, time and what changed.

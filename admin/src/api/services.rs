@@ -70,7 +70,7 @@ pub struct InstanceView {
 }
 
 /// The symbol consumers see for `i` under `policy`, and whether it is overridden.
-fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
+pub(super) fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
     match policy.override_for(i.addr) {
         Some(s) => (s.clone(), true),
         None => (i.symbol().unwrap_or_default(), false),

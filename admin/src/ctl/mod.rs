@@ -165,12 +165,8 @@ fn read_json(path: &PathBuf) -> Result<Value, CtlError> {
 
 /// `berth ctl`: runs one command and returns the exit code.
 pub fn main(args: CtlArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+    let Some(runtime) = crate::runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::from(EXIT_FAILED);
     };
     match runtime.block_on(run(args)) {
         Ok(text) => {
