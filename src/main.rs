@@ -19,6 +19,8 @@ enum Command {
     Proxy(berth_proxy::config::ProxyArgs),
     Injector(berth_injector::InjectorArgs),
     Inject(berth_injector::InjectArgs),
+    Admin(berth_admin::AdminArgs),
+    Ctl(berth_admin::ctl::CtlArgs),
     SampleApp(berth_demo::sample_app::SampleAppArgs),
     Demo(berth_demo::DemoArgs),
 }
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
         Command::Proxy(args) => berth_proxy::main(args),
         Command::Injector(args) => berth_injector::main(args),
         Command::Inject(args) => berth_injector::inject_main(args),
+        Command::Admin(args) => berth_admin::main(args),
+        Command::Ctl(args) => berth_admin::ctl::main(args),
         Command::SampleApp(args) => berth_demo::sample_app::main(args),
         Command::Demo(args) => berth_demo::main(args),
     }

@@ -69,6 +69,9 @@ pub struct DrainReport {
     /// Requests the instance served while draining.
     pub served_while_draining: u64,
     pub exit_code: Option<i32>,
+    /// The sidecar's last log lines, when it did not exit 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
 }
 
 /// Everything the demo measured.
@@ -351,6 +354,11 @@ impl Demo {
             deregistered_after_ms: drain["deregistered_after_ms"].as_f64(),
             served_while_draining: drain["received_while_draining"].as_u64().unwrap_or(0),
             exit_code: status.and_then(|s| s.code()),
+            log_tail: None,
+        };
+        let report = DrainReport {
+            log_tail: (report.exit_code != Some(0) && !self.args.no_lifecycle).then(|| i.sidecar.tail(30)),
+            ..report
         };
         if !self.args.no_lifecycle {
             say(

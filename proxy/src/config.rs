@@ -240,18 +240,12 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 500ms, 5s or 1m"))
 }
 
-/// Checks a service name: 1–128 letters, digits, `-`, `_`, `.`, `:` or `@`, not starting with `.`
-/// (the injector checks `berth.io/service` with it too).
+/// Checks a service name (the injector checks `berth.io/service` with it too).
 pub fn service_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
-        && !s.starts_with('.');
-    if ok {
+    if berth_core::registry::is_service_name(s) {
         Ok(s.to_owned())
     } else {
-        Err("a service name is 1–128 letters, digits, `-`, `_`, `.`, `:` or `@`, not starting with `.`"
-            .into())
+        Err(berth_core::registry::SERVICE_NAME_RULE.into())
     }
 }
 

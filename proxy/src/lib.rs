@@ -208,7 +208,9 @@ async fn linger(outbound: &outbound::Outbound, drain: &Drain, config: &Config) {
     }
 }
 
-/// The first SIGTERM or SIGINT starts the drain; the next one forces it.
+/// The first SIGTERM or SIGINT starts the drain (or joins one a `/drain` request started: in
+/// Kubernetes the kubelet signals the sidecar while the app's preStop hook calls `/drain`);
+/// the next signal forces it.
 async fn signals(drain: Arc<Drain>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
@@ -216,12 +218,16 @@ async fn signals(drain: Arc<Drain>) {
         tracing::error!("cannot install signal handlers; drain with POST /drain");
         return;
     };
+    let mut first = true;
     loop {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        if !drain.start(name) {
+        if first {
+            drain.start(name);
+            first = false;
+        } else {
             drain.force(&format!("second signal ({name})"));
         }
     }

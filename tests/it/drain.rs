@@ -244,3 +244,18 @@ async fn outbound_stays_open_after_the_drain_until_the_app_stops() {
     assert!(sidecar.proc.output().contains("the app has stopped"));
     drop(provider);
 }
+
+#[tokio::test]
+async fn sigterm_during_a_drain_started_by_the_prestop_hook_does_not_force_it() {
+    // Kubernetes runs the app's preStop hook (GET /drain) and signals the sidecar at once.
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, mut sidecar) =
+        serving("hooked", &dir_registry(&dir), &["--drain-min", "1s", "--drain-quiet", "200ms"]).await;
+    let hook = tokio::spawn(client().get(sidecar.admin_url("/drain?wait=true")).send());
+    eventually(T, "draining", || async { sidecar.lifecycle().await == "draining" }).await;
+    sidecar.proc.signal("TERM");
+    let resp = hook.await.unwrap().unwrap();
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["lifecycle"], "stopped");
+    assert_eq!(sidecar.proc.wait_exit(T).await.code(), Some(0), "{}", sidecar.proc.output());
+    assert!(!sidecar.proc.output().contains("drain forced"));
+}

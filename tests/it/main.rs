@@ -4,9 +4,11 @@
 // In tests an unwrap is an assertion; clippy's allow-unwrap-in-tests misses the helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod chart;
 mod config;
 mod consumer;
+mod ctl;
 mod drain;
 mod injector;
 mod provider;

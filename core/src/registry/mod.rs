@@ -26,6 +26,19 @@ pub fn policy_data_id(service: &str) -> String {
     format!("berth.traffic.{service}")
 }
 
+/// What a service name may be, for messages: [`is_service_name`] checks it.
+pub const SERVICE_NAME_RULE: &str =
+    "a service name is 1–128 letters, digits, `-`, `_`, `.`, `:` or `@`, not starting with `.`";
+
+/// Whether `s` is a service name berth accepts (and can use in a config data id or a file
+/// name): see [`SERVICE_NAME_RULE`].
+pub fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+        && !s.starts_with('.')
+}
+
 /// A service's instances as last pushed; replaced whole on every change.
 pub type InstanceSet = Arc<[Instance]>;
 

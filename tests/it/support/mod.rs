@@ -1,6 +1,7 @@
 //! What the integration tests share: real processes (berth, the sample app, rnacos) on
 //! 127.0.0.1 with ephemeral ports, killed when the test ends, and conditions with deadlines.
 
+pub mod admin;
 pub mod nacos;
 pub mod process;
 pub mod webhook;

@@ -114,4 +114,34 @@ impl Rnacos {
                 && h["port"].as_u64() == Some(u64::from(addr.port()))
         })
     }
+
+    /// A config document of group BERTH as Nacos's own HTTP API returns it (`None` when absent).
+    pub async fn config(&self, data_id: &str) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/nacos/v1/cs/configs?dataId={data_id}&group=BERTH", self.http);
+        let resp = client().get(&url).send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        match status.as_u16() {
+            200 if !text.is_empty() => Some(text),
+            200 | 404 => None,
+            other => panic!("rnacos answered {other} for config {data_id}: {text}"),
+        }
+    }
+
+    /// Registers a persistent instance through Nacos's HTTP API: it stays registered whatever
+    /// happens to the process at `addr`, as a crashed instance does until its heartbeats expire.
+    pub async fn register_persistent(&self, service: &str, addr: std::net::SocketAddr, symbol: &str) {
+        let url = format!(
+            "http://127.0.0.1:{}/nacos/v1/ns/instance?serviceName={service}&ip={}&port={}&ephemeral=false&metadata=%7B%22berth.symbol%22%3A%22{symbol}%22%7D",
+            self.http,
+            addr.ip(),
+            addr.port()
+        );
+        let resp = client().post(&url).send().await.unwrap();
+        assert!(
+            resp.status().is_success(),
+            "rnacos refused the registration: {}",
+            resp.text().await.unwrap()
+        );
+    }
 }

@@ -1,0 +1,187 @@
+//! Reading services: the list with counts by symbol, one service's instances grouped by
+//! symbol with its policy, and its zombies.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
+use berth_core::policy::CompiledPolicy;
+use berth_core::{Instance, Symbol};
+use futures_util::StreamExt;
+use http::request::Parts;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::auth::Reader;
+use crate::store::Current;
+
+/// The path parameters of a service's routes, checked.
+#[derive(Debug)]
+pub struct Target {
+    pub service: String,
+    pub address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTarget {
+    service: String,
+    address: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Target {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<RawTarget>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        if !berth_core::registry::is_service_name(&raw.service) {
+            return Err(ApiError::bad_request(format!(
+                "`{}` is not a service name: {}",
+                raw.service,
+                berth_core::registry::SERVICE_NAME_RULE
+            )));
+        }
+        Ok(Target { service: raw.service, address: raw.address })
+    }
+}
+
+/// One instance as `GET /services/{service}` shows it.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    pub address: SocketAddr,
+    /// The symbol consumers see: the policy's override, else `berth.symbol`, else `stable`.
+    pub symbol: Symbol,
+    /// Whether the policy overrides the symbol the instance registered with.
+    pub overridden: bool,
+    /// `warming`, `serving`, `unhealthy`, `disabled` or `weightless`.
+    pub state: &'static str,
+    /// Seconds since it registered (`berth.started_at`), if it says.
+    pub age_seconds: Option<u64>,
+    pub weight: f64,
+    pub healthy: bool,
+    pub enabled: bool,
+    /// `berth.version`, if any.
+    pub version: Option<String>,
+}
+
+/// The symbol consumers see for `i` under `policy`, and whether it is overridden.
+pub(super) fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
+    match policy.override_for(i.addr) {
+        Some(s) => (s.clone(), true),
+        None => (i.symbol().unwrap_or_default(), false),
+    }
+}
+
+fn view(policy: &CompiledPolicy, i: &Instance, now_ms: u64, warmup: Duration) -> InstanceView {
+    let (symbol, overridden) = symbol_of(policy, i);
+    let age_ms = i.started_at().map(|t| now_ms.saturating_sub(t));
+    let warmup_ms = u64::try_from(warmup.as_millis()).unwrap_or(u64::MAX);
+    let state = if !i.enabled {
+        "disabled"
+    } else if !i.healthy {
+        "unhealthy"
+    } else if i.weight <= 0.0 {
+        "weightless"
+    } else if age_ms.is_some_and(|a| a < warmup_ms) {
+        "warming"
+    } else {
+        "serving"
+    };
+    InstanceView {
+        address: i.addr,
+        symbol,
+        overridden,
+        state,
+        age_seconds: age_ms.map(|a| a / 1000),
+        weight: i.weight,
+        healthy: i.healthy,
+        enabled: i.enabled,
+        version: i.metadata.get(berth_core::metadata::VERSION).cloned(),
+    }
+}
+
+/// The compiled policy for symbol resolution; the fallback when the stored one is unusable.
+fn compiled(current: &Current) -> CompiledPolicy {
+    current.policy.clone().ok().and_then(|p| p.compile().ok()).unwrap_or_else(CompiledPolicy::fallback)
+}
+
+/// `GET /api/v1/services`: every registered service with its instance count by symbol.
+pub async fn list(State(st): State<AppState>, _: Reader) -> Result<Response, ApiError> {
+    let names = st.registry.services().await?;
+    let rows: Vec<Result<serde_json::Value, ApiError>> = futures_util::stream::iter(names)
+        .map(|name| {
+            let st = st.clone();
+            async move {
+                let (instances, current) = tokio::try_join!(
+                    async { st.registry.instances(&name).await.map_err(ApiError::from) },
+                    st.store.read(&name)
+                )?;
+                let policy = compiled(&current);
+                let mut symbols: BTreeMap<Symbol, usize> = BTreeMap::new();
+                for i in &instances {
+                    *symbols.entry(symbol_of(&policy, i).0).or_default() += 1;
+                }
+                Ok(json!({"name": name, "instances": instances.len(), "symbols": symbols, "policy_version": current.version}))
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let services = rows.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "services": services })).into_response())
+}
+
+/// `GET /api/v1/services/{service}`: instances grouped by symbol, the policy and its version.
+pub async fn show(State(st): State<AppState>, _: Reader, t: Target) -> Result<Response, ApiError> {
+    let (instances, current) = tokio::try_join!(
+        async { st.registry.instances(&t.service).await.map_err(ApiError::from) },
+        st.store.read(&t.service)
+    )?;
+    if instances.is_empty() && current.source == crate::store::Source::Default {
+        return Err(ApiError::not_found(format!(
+            "service `{}` has no registered instance and no policy in {}",
+            t.service,
+            st.registry.describe()
+        )));
+    }
+    let policy = compiled(&current);
+    let now = berth_core::now_millis();
+    let mut symbols: BTreeMap<Symbol, Vec<InstanceView>> = BTreeMap::new();
+    for i in &instances {
+        let v = view(&policy, i, now, st.warmup);
+        symbols.entry(v.symbol.clone()).or_default().push(v);
+    }
+    let mut body = json!({
+        "service": t.service,
+        "instances": instances.len(),
+        "symbols": symbols,
+        "version": current.version,
+        "policy_source": current.source.as_str(),
+        "policy": current.policy.as_ref().ok(),
+    });
+    if let Err(e) = &current.policy {
+        body["policy_problems"] = json!(e.0);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `GET /api/v1/services/{service}/zombies`: registered instances that answer nothing useful.
+pub async fn zombies(State(st): State<AppState>, _: Reader, t: Target) -> Result<Response, ApiError> {
+    let (instances, current) = tokio::try_join!(
+        async { st.registry.instances(&t.service).await.map_err(ApiError::from) },
+        st.store.read(&t.service)
+    )?;
+    let policy = compiled(&current);
+    let targets: Vec<(SocketAddr, String)> =
+        instances.iter().map(|i| (i.addr, symbol_of(&policy, i).0.to_string())).collect();
+    let found = crate::zombies::find(targets, st.probe_timeout).await;
+    if !instances.is_empty() {
+        st.metrics.zombies(&t.service, found.len());
+    }
+    Ok(Json(json!({"service": t.service, "checked": instances.len(), "zombies": found})).into_response())
+}

@@ -1,0 +1,142 @@
+//! Services through the API: the list with counts by symbol, one service's instances by symbol
+//! with state and age, symbol overrides, and zombies.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::admin::{ALICE, Admin, VIEWER};
+use crate::support::{App, Rnacos, Sidecar, eventually};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn registered(nacos: &Rnacos, service: &str, sidecar: &Sidecar) {
+    sidecar.wait_ready(T).await;
+    eventually(T, "listed in Nacos", || async { nacos.lists(service, sidecar.inbound).await }).await;
+}
+
+fn group<'a>(show: &'a Value, symbol: &str) -> Vec<&'a Value> {
+    show["symbols"][symbol].as_array().map(|v| v.iter().collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn services_and_instances_grouped_by_symbol_with_state_and_overrides() {
+    let nacos = Rnacos::start().await;
+    let app = App::start("users").await;
+    let stable = Sidecar::start("users", app.addr.port(), &nacos.url(), &["--app-version", "1.0"]).await;
+    let canary = Sidecar::start("users", app.addr.port(), &nacos.url(), &["--symbol", "canary"]).await;
+    registered(&nacos, "users", &stable).await;
+    registered(&nacos, "users", &canary).await;
+    let admin = Admin::start(&nacos.url(), &["--warmup", "3s"]).await;
+
+    let list = admin.get("/api/v1/services", VIEWER).await;
+    let users = list.body["services"].as_array().unwrap().iter().find(|s| s["name"] == "users").cloned();
+    assert_eq!(
+        users,
+        Some(
+            json!({"name": "users", "instances": 2, "symbols": {"canary": 1, "stable": 1}, "policy_version": 0})
+        )
+    );
+
+    let show = admin.get("/api/v1/services/users", VIEWER).await.body;
+    assert_eq!(
+        (show["version"].as_u64(), show["policy_source"].as_str()),
+        (Some(0), Some("default")),
+        "{show}"
+    );
+    let s = group(&show, "stable");
+    assert_eq!(s.len(), 1, "{show}");
+    assert_eq!(s[0]["address"], stable.inbound.to_string());
+    assert_eq!(
+        (s[0]["state"].as_str(), s[0]["weight"].as_f64(), s[0]["healthy"].as_bool()),
+        (Some("warming"), Some(1.0), Some(true))
+    );
+    assert!(s[0]["age_seconds"].as_u64().unwrap() < 3, "{show}");
+    assert_eq!(s[0]["version"], "1.0");
+    assert_eq!(group(&show, "canary")[0]["address"], canary.inbound.to_string());
+    eventually(T, "serving once the warm-up is over", || async {
+        let show = admin.get("/api/v1/services/users", VIEWER).await.body;
+        group(&show, "stable")[0]["state"] == "serving"
+    })
+    .await;
+
+    let path = format!("/api/v1/services/users/symbols/{}", canary.inbound);
+    assert_eq!(admin.put(&path, ALICE, json!({"symbol": "stable"})).await.status, 200);
+    let show = admin.get("/api/v1/services/users", VIEWER).await.body;
+    let s = group(&show, "stable");
+    assert_eq!(s.len(), 2, "the override moves the canary instance to stable: {show}");
+    let moved = s.iter().find(|i| i["address"] == canary.inbound.to_string()).unwrap();
+    assert_eq!(moved["overridden"], true);
+    assert!(group(&show, "canary").is_empty());
+    let list = admin.get("/api/v1/services", VIEWER).await.body;
+    let users = list["services"].as_array().unwrap().iter().find(|s| s["name"] == "users").unwrap().clone();
+    assert_eq!((users["symbols"].clone(), users["policy_version"].clone()), (json!({"stable": 2}), json!(1)));
+
+    let unknown = admin.get("/api/v1/services/nobody", VIEWER).await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(unknown.body["detail"].as_str().unwrap().contains("`nobody`"));
+    assert_eq!(admin.get("/api/v1/services/.hidden", VIEWER).await.status, 400);
+}
+
+#[tokio::test]
+async fn killed_and_hung_instances_still_registered_are_zombies() {
+    let nacos = Rnacos::start().await;
+    let app = App::start("orders").await;
+    let alive = Sidecar::start("orders", app.addr.port(), &nacos.url(), &[]).await;
+    registered(&nacos, "orders", &alive).await;
+
+    // An instance whose process was killed but whose registration stays (persistent, or its
+    // heartbeats not yet expired).
+    let mut killed = App::start("killed").await;
+    killed.proc.kill();
+    nacos.register_persistent("orders", killed.addr, "canary").await;
+
+    // A sidecar whose app died between two health checks: registered, answering 503.
+    let mut sick_app = App::start("sick").await;
+    let sick =
+        Sidecar::start("orders", sick_app.addr.port(), &nacos.url(), &["--health-interval", "1h"]).await;
+    registered(&nacos, "orders", &sick).await;
+    sick_app.proc.kill();
+
+    // A hung sidecar: the kernel accepts, nothing answers.
+    let hung_app = App::start("hung").await;
+    let hung = Sidecar::start("orders", hung_app.addr.port(), &nacos.url(), &[]).await;
+    registered(&nacos, "orders", &hung).await;
+    hung.proc.signal("STOP");
+
+    let admin = Admin::start(&nacos.url(), &[]).await;
+    let found = admin.get("/api/v1/services/orders/zombies", VIEWER).await;
+    hung.proc.signal("CONT");
+    assert_eq!(found.status, 200, "{found:?}");
+    assert_eq!(found.body["checked"], 4, "{found:?}");
+    let zombies: Vec<(String, String)> = found.body["zombies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| (z["address"].as_str().unwrap().to_owned(), z["reason"].as_str().unwrap().to_owned()))
+        .collect();
+    let reason = |addr: std::net::SocketAddr| {
+        zombies.iter().find(|(a, _)| *a == addr.to_string()).map(|(_, r)| r.clone())
+    };
+    assert_eq!(reason(killed.addr).as_deref(), Some("connection refused"), "{zombies:?}");
+    assert_eq!(
+        reason(sick.inbound).as_deref(),
+        Some("answers 503 with x-berth-error: app-unavailable"),
+        "{zombies:?}"
+    );
+    assert!(reason(hung.inbound).is_some_and(|r| r.contains("no HTTP answer")), "{zombies:?}");
+    assert_eq!(reason(alive.inbound), None, "a serving instance is no zombie: {zombies:?}");
+    assert_eq!(zombies.len(), 3);
+    let canary =
+        found.body["zombies"].as_array().unwrap().iter().find(|z| z["address"] == killed.addr.to_string());
+    assert_eq!(canary.unwrap()["symbol"], "canary");
+
+    let metrics = admin.call(reqwest::Method::GET, "/metrics", None, None, None).await.body;
+    assert!(
+        metrics.as_str().unwrap().contains("berth_admin_zombie_instances{service=\"orders\"} 3"),
+        "{metrics}"
+    );
+    let table = admin.ctl(Some(VIEWER), &["zombies", "orders"]);
+    assert_eq!(table.code, 0, "{table:?}");
+    assert!(table.stdout.starts_with("ADDRESS") && table.stdout.contains("connection refused"), "{table:?}");
+}
