@@ -44,8 +44,8 @@ pub struct AdminArgs {
     #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// How long after registration an instance counts as `warming` (match the sidecars'
-    /// `--warmup`).
+    /// How long after registration an instance counts as `warming`, for instances that do not
+    /// say (berth sidecars register their `--warmup` as `berth.warmup`).
     #[arg(long, env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub warmup: Duration,
 

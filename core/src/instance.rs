@@ -51,6 +51,11 @@ impl Instance {
         self.metadata.get(metadata::STARTED_AT)?.parse().ok()
     }
 
+    /// The instance's warm-up window, if it says (`berth.warmup`, in milliseconds).
+    pub fn warmup(&self) -> Option<std::time::Duration> {
+        self.metadata.get(metadata::WARMUP)?.parse().ok().map(std::time::Duration::from_millis)
+    }
+
     /// Whether the instance speaks HTTP/2 with prior knowledge on its port.
     pub fn speaks_h2c(&self) -> bool {
         self.metadata.get(metadata::PROTOCOL).is_some_and(|p| p == "h2c")

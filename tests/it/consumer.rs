@@ -377,3 +377,37 @@ async fn unknown_services_and_services_without_instances_fail_clearly() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["x-berth-error"], "no-service");
 }
+
+#[tokio::test]
+async fn weights_set_through_berth_ctl_move_a_consumers_traffic_within_2s() {
+    let nacos = Rnacos::start().await;
+    let _stable = provider(&nacos, "billing", "stable", "stable-1", &[]).await;
+    let _canary = provider(&nacos, "billing", "canary", "canary-1", &[]).await;
+    let (consumer, _app) = consumer(&nacos, &["--services", "billing"]).await;
+    sees(&consumer, "billing", 2).await;
+    let admin = crate::support::admin::Admin::start(&nacos.url(), &[]).await;
+    let proxy = consumer.outbound_client();
+    assert_eq!(tally(&proxy, "http://billing/", &[], 20).await, HashMap::from([("stable-1".into(), 20)]));
+
+    let ctl =
+        admin.ctl(Some(crate::support::admin::ALICE), &["weights", "billing", "stable=0", "canary=100"]);
+    assert_eq!(ctl.code, 0, "{ctl:?}");
+    let set = Instant::now();
+    eventually(Duration::from_secs(2), "the consumer follows the new weights within 2 s", || async {
+        who(&proxy, "http://billing/", &[]).await == "canary-1"
+    })
+    .await;
+    eprintln!("weights took effect after {:?}", set.elapsed());
+    assert_eq!(tally(&proxy, "http://billing/", &[], 20).await, HashMap::from([("canary-1".into(), 20)]));
+
+    let ctl =
+        admin.ctl(Some(crate::support::admin::ALICE), &["weights", "billing", "stable=90", "canary=10"]);
+    assert_eq!(ctl.code, 0, "{ctl:?}");
+    eventually(Duration::from_secs(2), "the 90/10 policy is in force within 2 s", || async {
+        consumer.endpoints().await["services"]["billing"]["policy"]["version"] == 2
+    })
+    .await;
+    let t = tally(&proxy, "http://billing/", &[], 1_000).await;
+    // Binomial, n = 1000, p = 0.1: σ ≈ 0.95 points; ±5 points is over 5σ.
+    assert!((share(&t, "canary-1") - 10.0).abs() < 5.0, "{t:?}");
+}

@@ -80,7 +80,7 @@ pub(super) fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool)
 fn view(policy: &CompiledPolicy, i: &Instance, now_ms: u64, warmup: Duration) -> InstanceView {
     let (symbol, overridden) = symbol_of(policy, i);
     let age_ms = i.started_at().map(|t| now_ms.saturating_sub(t));
-    let warmup_ms = u64::try_from(warmup.as_millis()).unwrap_or(u64::MAX);
+    let warmup_ms = u64::try_from(i.warmup().unwrap_or(warmup).as_millis()).unwrap_or(u64::MAX);
     let state = if !i.enabled {
         "disabled"
     } else if !i.healthy {

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use berth_core::policy::{CompiledPolicy, RequestView, Source};
-use berth_core::{Instance, Symbol, metadata};
+use berth_core::{Instance, Symbol};
 
 use super::endpoint::Endpoint;
 
@@ -87,7 +87,7 @@ impl Snapshot {
             };
             let symbol = policy.override_for(i.addr).cloned().or_else(|| i.symbol()).unwrap_or_default();
             let warmup_ms =
-                i.metadata.get(metadata::WARMUP).and_then(|w| w.parse().ok()).unwrap_or(default_warmup_ms);
+                i.warmup().map_or(default_warmup_ms, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
             entries.push(Entry { endpoint, symbol, weight: i.weight, started_at, warmup_ms });
         }
         let mut by_symbol: HashMap<Symbol, Vec<usize>> = HashMap::new();

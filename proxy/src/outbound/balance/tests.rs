@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_core::metadata;
 use berth_core::policy::Policy;
 
 use super::*;
