@@ -28,7 +28,7 @@ pub const SERVICE: &str = "demo";
 pub struct DemoArgs {
     /// Registry for the demo's instances (default: a fresh directory registry, removed at the
     /// end). `nacos://host:port` uses a real Nacos.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = registry_url)]
     pub registry: Option<String>,
     /// Requests per second the consumer sends.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
@@ -97,6 +97,11 @@ struct Demo {
     admin_api: SocketAddr,
     consumer_admin: SocketAddr,
     quiet: bool,
+}
+
+/// Checks a registry URL but keeps its text: a parsed URL prints its password masked.
+fn registry_url(s: &str) -> Result<String, String> {
+    s.parse::<berth_core::registry::RegistryUrl>().map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 fn target(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
