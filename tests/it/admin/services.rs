@@ -23,11 +23,14 @@ fn group<'a>(show: &'a Value, symbol: &str) -> Vec<&'a Value> {
 async fn services_and_instances_grouped_by_symbol_with_state_and_overrides() {
     let nacos = Rnacos::start().await;
     let app = App::start("users").await;
-    let stable = Sidecar::start("users", app.addr.port(), &nacos.url(), &["--app-version", "1.0"]).await;
+    // The instance's own warm-up (`berth.warmup`) wins over admin's `--warmup`.
+    let stable =
+        Sidecar::start("users", app.addr.port(), &nacos.url(), &["--app-version", "1.0", "--warmup", "3s"])
+            .await;
     let canary = Sidecar::start("users", app.addr.port(), &nacos.url(), &["--symbol", "canary"]).await;
     registered(&nacos, "users", &stable).await;
     registered(&nacos, "users", &canary).await;
-    let admin = Admin::start(&nacos.url(), &["--warmup", "3s"]).await;
+    let admin = Admin::start(&nacos.url(), &["--warmup", "1h"]).await;
 
     let list = admin.get("/api/v1/services", VIEWER).await;
     let users = list.body["services"].as_array().unwrap().iter().find(|s| s["name"] == "users").cloned();

@@ -74,6 +74,20 @@ impl Rnacos {
         .await;
     }
 
+    /// Freezes the server (SIGSTOP): it answers and pushes nothing until [`Rnacos::resume`].
+    pub fn pause(&self) {
+        if let Some(p) = &self.proc {
+            p.signal("STOP");
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(p) = &self.proc {
+            p.signal("CONT");
+        }
+    }
+
     /// Kills the server (its data directory stays).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
