@@ -232,3 +232,15 @@ async fn metrics_are_valid_prometheus_text() {
         assert!(s.metric.starts_with("berth_"), "{}", s.metric);
     }
 }
+
+#[tokio::test]
+async fn an_h2c_app_is_spoken_to_in_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("h2app").await;
+    let sidecar =
+        Sidecar::start("h2app", app.addr.port(), &dir_registry(&dir), &["--app-protocol", "h2c"]).await;
+    sidecar.wait_ready(T).await;
+    let echo: serde_json::Value = client().get(sidecar.url("/echo")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
+    assert!(echo["headers"]["host"].as_str().is_some_and(|h| h.starts_with("127.0.0.1:")), "{echo}");
+}
