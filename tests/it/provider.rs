@@ -240,7 +240,8 @@ async fn an_h2c_app_is_spoken_to_in_http2() {
     let sidecar =
         Sidecar::start("h2app", app.addr.port(), &dir_registry(&dir), &["--app-protocol", "h2c"]).await;
     sidecar.wait_ready(T).await;
-    let echo: serde_json::Value = client().get(sidecar.url("/echo")).send().await.unwrap().json().await.unwrap();
+    let echo: serde_json::Value =
+        client().get(sidecar.url("/echo")).send().await.unwrap().json().await.unwrap();
     assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
     assert!(echo["headers"]["host"].as_str().is_some_and(|h| h.starts_with("127.0.0.1:")), "{echo}");
 }

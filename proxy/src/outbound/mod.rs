@@ -284,6 +284,7 @@ impl Outbound {
     ) -> HttpResponse {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last: Option<Failure> = None;
+        let mut unsent = 0;
         let attempts = if self.settings.failover { MAX_ATTEMPTS } else { 1 };
         while tried.len() < attempts {
             let snapshot = service.snapshot.load();
@@ -358,9 +359,17 @@ impl Outbound {
                 }
                 Err(mut e) => {
                     if let Some(req) = e.take_message() {
-                        // Never written: the pooled connection was closing. Same request, again.
+                        // Never written: the pooled connection was closing. Same request, again
+                        // (a few times at most: a fresh connection does not do this).
                         streamed = Some(req.into_body());
-                        tried.pop();
+                        if unsent < MAX_ATTEMPTS {
+                            unsent += 1;
+                            tried.pop();
+                        } else {
+                            last = Some(Failure::Connect(
+                                "the connection closed before the request was sent".into(),
+                            ));
+                        }
                         continue;
                     }
                     let error = error_chain(&e.into_error());
