@@ -10,56 +10,27 @@ import time
 from pathlib import Path
 
 from procs import PROCS, free_port, http_ok, wait_until
-from scenarios import BERTH, SERVICE, Running, start_app, write_instance
+from scenarios import (
+    BERTH_ENV, SERVICE, Running, haproxy_conf, nginx_argv, nginx_conf, sidecar_argv, start_app, write_instance,
+)
 
 
 CALLGRIND = ("berth-inbound", "berth-outbound", "nginx", "haproxy")
 
 
 def callgrind_target(name: str, work: Path, run: Running, app: int, port: int) -> tuple[list[str], dict]:
-    """The command line of one proxy process listening on `port` in front of the app, sized
-    for callgrind: one process (callgrind follows the process it starts), one thread where
-    configurable."""
-    if name.startswith("berth"):
-        registry = work / "registry"
-        argv = [str(BERTH), "proxy", "--app-port", str(app), "--admin", f"127.0.0.1:{free_port()}",
-                "--registry", f"dir://{registry}"]
-        if name == "berth-inbound":
-            argv += ["--service", SERVICE, "--inbound", f"127.0.0.1:{port}", "--outbound", f"127.0.0.1:{free_port()}"]
-        else:
-            write_instance(registry, SERVICE, app, run.app_pid, run.stop_event)
-            argv += ["--service", "bench-consumer", "--services", SERVICE,
-                     "--inbound", f"127.0.0.1:{free_port()}", "--outbound", f"127.0.0.1:{port}"]
-        return argv, {"BERTH_LOG": "warn"}
+    """The command line of one proxy process listening on `port` in front of the app,
+    configured as in its scenario but with one worker: callgrind follows only the process it
+    starts, and runs its threads one at a time anyway."""
+    registry = work / "registry"
+    if name == "berth-inbound":
+        return sidecar_argv(SERVICE, app, registry, port, free_port(), free_port()), BERTH_ENV
+    if name == "berth-outbound":
+        write_instance(registry, SERVICE, app, run.app_pid, run.stop_event)
+        return sidecar_argv("bench-consumer", app, registry, free_port(), free_port(), port, SERVICE), BERTH_ENV
     if name == "nginx":
-        conf = work / "nginx.conf"
-        conf.write_text(f"""
-worker_processes 1; master_process off; daemon off; pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{ access_log off; keepalive_requests 1000000;
-  upstream app {{ server 127.0.0.1:{app}; keepalive 16; }}
-  server {{ listen 127.0.0.1:{port};
-    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
-""")
-        return ["nginx", "-e", str(work / "nginx-error.log"), "-c", str(conf)], {}
-    conf = work / "haproxy.cfg"
-    conf.write_text(f"""
-global
-  nbthread 1
-defaults
-  mode http
-  http-reuse always
-  timeout connect 1s
-  timeout client 75s
-  timeout server 75s
-frontend bench
-  bind 127.0.0.1:{port}
-  default_backend app
-backend app
-  server app 127.0.0.1:{app}
-""")
-    return ["haproxy", "-db", "-f", str(conf)], {}
+        return nginx_argv(work, nginx_conf(work, app, port, workers=1)), {}
+    return ["haproxy", "-db", "-f", str(haproxy_conf(work, app, port, threads=1))], {}
 
 
 def instructions(pid: int, work: Path, during) -> int:

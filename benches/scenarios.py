@@ -46,17 +46,26 @@ def start_app(work: Path, run: Running) -> int:
     return found[0]
 
 
+# berth has no access log; `warn` also keeps its lifecycle lines out of the way.
+BERTH_ENV = {"BERTH_LOG": "warn"}
+
+
+def sidecar_argv(name: str, app_port: int, registry: Path, inbound: int, admin: int, outbound: int,
+                 follow: str | None = None) -> list[str]:
+    """`berth proxy` for service `name` in a directory registry, following `follow` from the
+    start when given."""
+    argv = [str(BERTH), "proxy", "--service", name, "--app-port", str(app_port),
+            "--inbound", f"127.0.0.1:{inbound}", "--admin", f"127.0.0.1:{admin}",
+            "--outbound", f"127.0.0.1:{outbound}", "--registry", f"dir://{registry}"]
+    return argv + ["--services", follow] if follow else argv
+
+
 def start_sidecar(work: Path, run: Running, name: str, app_port: int, registry: Path,
                   follow: str | None = None) -> tuple[int, int]:
     """A `berth proxy`; returns its inbound and outbound ports once it is ready (registered)."""
     inbound, admin, outbound = free_port(), free_port(), free_port()
-    argv = [str(BERTH), "proxy", "--service", name, "--app-port", str(app_port),
-            "--inbound", f"127.0.0.1:{inbound}", "--admin", f"127.0.0.1:{admin}",
-            "--outbound", f"127.0.0.1:{outbound}", "--registry", f"dir://{registry}"]
-    if follow:
-        argv += ["--services", follow]
-    # warn: berth has no access log; this also keeps lifecycle lines out of the way.
-    p = PROCS.start(argv, work / f"{name}.log", env={"BERTH_LOG": "warn"})
+    argv = sidecar_argv(name, app_port, registry, inbound, admin, outbound, follow)
+    p = PROCS.start(argv, work / f"{name}.log", env=BERTH_ENV)
     run.procs.append(p)
     run.proxy_pids.append(p.pid)
     wait_until(f"{name} sidecar ready", lambda: http_ok(f"http://127.0.0.1:{admin}/ready"))
@@ -115,12 +124,14 @@ def berth_full(work: Path, run: Running) -> None:
     run.url = f"http://127.0.0.1:{outbound}/{SERVICE}.stable/"
 
 
-def nginx(work: Path, run: Running) -> None:
-    app, port = start_app(work, run), free_port()
+def nginx_conf(work: Path, app: int, port: int, workers: int) -> Path:
+    """nginx in front of the app, upstream connections pooled. One worker means one process
+    (no master), for callgrind, which follows only the process it starts."""
     temp = "".join(f"  {k}_temp_path {work}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = work / "nginx.conf"
     conf.write_text(f"""
-worker_processes 2;
+worker_processes {workers};
+{"master_process off;" if workers == 1 else ""}
 worker_rlimit_nofile 16384;
 daemon off;
 pid {work}/nginx.pid;
@@ -146,19 +157,27 @@ http {{
   }}
 }}
 """)
-    p = PROCS.start(["nginx", "-e", str(work / "nginx-error.log"), "-c", str(conf)], work / "nginx.log")
+    return conf
+
+
+def nginx_argv(work: Path, conf: Path) -> list[str]:
+    return ["nginx", "-e", str(work / "nginx-error.log"), "-c", str(conf)]
+
+
+def nginx(work: Path, run: Running) -> None:
+    app, port = start_app(work, run), free_port()
+    p = PROCS.start(nginx_argv(work, nginx_conf(work, app, port, workers=2)), work / "nginx.log")
     run.procs.append(p)
     run.url = f"http://127.0.0.1:{port}/"
     wait_until("nginx", lambda: http_ok(run.url))
     run.proxy_pids = tree(p.pid)
 
 
-def haproxy(work: Path, run: Running) -> None:
-    app, port = start_app(work, run), free_port()
+def haproxy_conf(work: Path, app: int, port: int, threads: int) -> Path:
     conf = work / "haproxy.cfg"
     conf.write_text(f"""
 global
-  nbthread 2
+  nbthread {threads}
   maxconn 8000               # haproxy wants 2 fds per connection under the fd limit
 defaults
   mode http
@@ -174,7 +193,12 @@ frontend bench
 backend app
   server app 127.0.0.1:{app}
 """)
-    p = PROCS.start(["haproxy", "-db", "-f", str(conf)], work / "haproxy.log")
+    return conf
+
+
+def haproxy(work: Path, run: Running) -> None:
+    app, port = start_app(work, run), free_port()
+    p = PROCS.start(["haproxy", "-db", "-f", str(haproxy_conf(work, app, port, threads=2))], work / "haproxy.log")
     run.procs.append(p)
     run.url = f"http://127.0.0.1:{port}/"
     wait_until("haproxy", lambda: http_ok(run.url))
