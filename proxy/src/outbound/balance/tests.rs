@@ -190,3 +190,33 @@ fn overrides_change_an_instances_symbol_and_tried_instances_are_skipped() {
     let ask = Ask { explicit: None, request: &no_headers(), tried: &[], now_ms: 0 };
     assert_eq!(choose(&empty, &policy, &ask), Err(NoChoice::NoInstances { listed: 0 }));
 }
+
+#[test]
+fn uneven_weights_within_a_symbol_follow_the_weights() {
+    let policy = CompiledPolicy::fallback();
+    let (mut light, mut heavy) = (instance(1, None, None), instance(2, None, None));
+    light.weight = 1.0;
+    heavy.weight = 3.0;
+    let snap = snapshot(&[light, heavy], &policy);
+    let got = shares(&snap, &policy, &no_headers(), 8_000, 0);
+    // With nothing in flight the first pick wins: shares are the weights', 25% and 75%.
+    // Binomial, n = 8 000: 5 standard deviations are 2.4 points.
+    let share = got[&1] as f64 / 80.0;
+    assert!((share - 25.0).abs() < 2.5, "{got:?}");
+}
+
+#[test]
+fn when_sampling_keeps_missing_the_exact_path_still_finds_the_one_fresh_instance() {
+    let policy = CompiledPolicy::fallback();
+    let instances: Vec<Instance> = (1..=200).map(|p| instance(p, None, None)).collect();
+    let snap = snapshot(&instances, &policy);
+    for e in &snap.entries[1..] {
+        e.endpoint.mark_draining();
+    }
+    // One fresh instance in 200: most samples miss, and every choice must still be it.
+    assert_eq!(shares(&snap, &policy, &no_headers(), 500, 0), HashMap::from([(1, 500)]));
+    let tried: Vec<SocketAddr> = snap.entries[..199].iter().map(|e| e.endpoint.addr).collect();
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0 };
+    let (i, _) = choose(&snap, &policy, &ask).unwrap();
+    assert_eq!(snap.entries[i].endpoint.addr.port(), 200, "only the untried one, draining or not");
+}
