@@ -364,10 +364,7 @@ impl ProxyArgs {
             outbound_settings: crate::outbound::Settings {
                 connect_timeout: self.connect_timeout,
                 request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
-                ejection: crate::outbound::endpoint::Ejection {
-                    after: self.eject_after,
-                    base: self.eject_for,
-                },
+                ejection: crate::endpoint::Ejection { after: self.eject_after, base: self.eject_for },
                 failover: !self.no_lifecycle,
             },
             lifecycle: !self.no_lifecycle,

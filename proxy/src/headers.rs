@@ -1,50 +1,58 @@
 //! Header handling of a proxy hop (RFC 9110 §7.6): hop-by-hop fields are not forwarded, and
 //! the client's address is appended to `x-forwarded-for`.
 
-use std::net::IpAddr;
-
-use http::header::{CONNECTION, HeaderName, TE};
+use http::header::{CONNECTION, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
-/// Fields that describe one connection, never the message (RFC 9110 §7.6.1 and the fields
-/// that earlier RFCs and common practice treat as such).
-const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
+/// `keep-alive` (RFC 9112 appendix C.2.2), not among `http`'s constants.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `proxy-connection`, sent by some old clients.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `x-forwarded-for`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Removes hop-by-hop fields, including every field the `Connection` header names.
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1 and the fields that earlier RFCs and common
+/// practice treat as such), including every field the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
+    }
     // `TE: trailers` is allowed end to end in HTTP/2 (RFC 9113 §8.2.2) and gRPC needs it.
-    let te_trailers = headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    headers.remove(CONNECTION);
-    for name in named {
-        headers.remove(name);
+    if let Some(te) = headers.remove(TE)
+        && te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.insert(TE, te);
     }
-    for name in HOP_BY_HOP {
+    for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE] {
         headers.remove(name);
-    }
-    if te_trailers {
-        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
 }
 
-/// Appends `client` to `x-forwarded-for` and sets `x-forwarded-proto` if absent.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client.to_string(),
+/// Appends `client` (an IP address as a header value) to `x-forwarded-for` and sets
+/// `x-forwarded-proto` if absent.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => {
+            HeaderValue::try_from(format!("{prior}, {}", client.to_str().unwrap_or_default())).ok()
+        }
+        _ => Some(client.clone()),
     };
-    headers.remove(&xff);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+    if let Some(v) = value {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.entry("x-forwarded-proto").or_insert(HeaderValue::from_static("http"));
+    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
 }
 
 #[cfg(test)]
@@ -82,9 +90,9 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
-        add_forwarded(&mut h, "10.0.0.2".parse().unwrap());
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod drain;
+pub mod endpoint;
 pub mod headers;
 pub mod health;
 pub mod inbound;

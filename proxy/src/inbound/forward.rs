@@ -1,57 +1,52 @@
 //! The last inbound hop: the request, minus hop-by-hop fields and plus `x-forwarded-for`, to
-//! the app on 127.0.0.1 over pooled connections.
+//! the app on 127.0.0.1 over pooled connections (the same [`Endpoint`] pool the outbound side
+//! uses for instances).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::header::HOST;
-use http::{HeaderValue, Request, StatusCode, Version};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::body::{self, HttpResponse};
+use crate::body::{self, Body, HttpResponse};
 use crate::config::AppProtocol;
+use crate::endpoint::{self, Conn, Endpoint};
 use crate::headers;
 use crate::health::error_chain;
 
 /// How long connecting to the app may take (it is on loopback: refusals are immediate).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pooled connections idle longer than this are closed by us first, well before common app
-/// servers' keep-alive timeouts (5 s in Node.js), so we never send on a connection the app is
-/// closing.
-const POOL_IDLE: Duration = Duration::from_secs(3);
+/// Sends of one request on pooled connections that turned out to be closing (the request was
+/// not written, so sending it again is safe).
+const MAX_RESENDS: usize = 3;
 
 /// Sends requests to the app.
 #[derive(Clone, Debug)]
 pub struct Forward {
-    client: Client<HttpConnector, Incoming>,
-    app: SocketAddr,
-    protocol: AppProtocol,
-    peer: Option<SocketAddr>,
+    app: Arc<Endpoint>,
+    authority: Authority,
+    /// The client's address as a header value, made once per connection.
+    peer: Option<HeaderValue>,
 }
 
 impl Forward {
     /// A forwarder to the app at `app`.
     pub fn new(app: SocketAddr, protocol: AppProtocol) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .http2_only(protocol == AppProtocol::H2c)
-            .build(connector);
-        Forward { client, app, protocol, peer: None }
+        let endpoint = Arc::new(Endpoint::new(app, protocol == AppProtocol::H2c, 0));
+        let authority =
+            Authority::try_from(app.to_string()).unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
+        Forward { app: endpoint, authority, peer: None }
     }
 
     /// The same forwarder for requests from `peer`.
     pub fn for_peer(&self, peer: SocketAddr) -> Self {
-        Forward { peer: Some(peer), ..self.clone() }
+        Forward { peer: HeaderValue::try_from(peer.ip().to_string()).ok(), ..self.clone() }
     }
 }
 
@@ -65,7 +60,7 @@ impl tower::Service<Request<Incoming>> for Forward {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, incoming) = req.into_parts();
         // An HTTP/2 request names its host in :authority; an HTTP/1.1 app needs a Host field.
         if !parts.headers.contains_key(HOST)
             && let Some(authority) =
@@ -74,45 +69,68 @@ impl tower::Service<Request<Incoming>> for Forward {
             parts.headers.insert(HOST, authority);
         }
         headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(peer) = self.peer {
-            headers::add_forwarded(&mut parts.headers, peer.ip());
+        if let Some(peer) = &self.peer {
+            headers::add_forwarded(&mut parts.headers, peer);
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let app = self.app;
-        parts.uri = match format!("http://{app}{path}").parse() {
-            Ok(uri) => uri,
+        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // HTTP/1.1 takes the origin form (`/path`, with Host); HTTP/2 needs scheme and authority.
+        parts.uri = if self.app.h2 {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(self.authority.clone());
+            uri.path_and_query = Some(path);
+            Uri::from_parts(uri).unwrap_or_default()
+        } else {
+            Uri::from(path)
+        };
+        parts.version = if self.app.h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let req = Request::from_parts(parts, body::boxed(incoming));
+        Box::pin(send(self.app.clone(), req))
+    }
+}
+
+async fn send(app: Arc<Endpoint>, mut req: Request<Body>) -> Result<HttpResponse, Infallible> {
+    let addr = app.addr;
+    for _ in 0..MAX_RESENDS {
+        let conn = match app.checkout(CONNECT_TIMEOUT).await {
+            Ok(c) => c,
             Err(e) => {
-                let resp =
-                    body::error(StatusCode::BAD_REQUEST, "bad-request", format!("bad request target: {e}"));
-                return Box::pin(async move { Ok(resp) });
-            }
-        };
-        parts.version = match self.protocol {
-            AppProtocol::H2c => Version::HTTP_2,
-            AppProtocol::Http1 => Version::HTTP_11,
-        };
-        let fut = self.client.request(Request::from_parts(parts, body));
-        Box::pin(async move {
-            Ok(match fut.await {
-                Ok(resp) => {
-                    let (mut parts, body) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut parts.headers);
-                    http::Response::from_parts(parts, body::boxed(body))
-                }
-                Err(e) if e.is_connect() => body::error(
+                return Ok(body::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "app-unavailable",
                     format!(
-                        "the app at {app} is not accepting connections ({}); it may be starting or stopping",
-                        error_chain(&e)
+                        "the app at {addr} is not accepting connections ({}); it may be starting or stopping",
+                        e.detail
                     ),
-                ),
-                Err(e) => body::error(
-                    StatusCode::BAD_GATEWAY,
-                    "app-failed",
-                    format!("the app at {app} failed before answering ({})", error_chain(&e)),
-                ),
-            })
-        })
+                ));
+            }
+        };
+        let in_flight = app.start();
+        let sent = match conn {
+            Conn::H1(mut c) => c.try_send_request(req).await.map(|r| (r, Some(c))),
+            Conn::H2(mut c) => c.try_send_request(req).await.map(|r| (r, None)),
+        };
+        match sent {
+            Ok((resp, conn)) => return Ok(endpoint::passthrough(resp, app, conn, in_flight)),
+            Err(mut e) => match e.take_message() {
+                // Never written: the pooled connection was closing. Send it again.
+                Some(unsent) => req = unsent,
+                None => {
+                    return Ok(body::error(
+                        StatusCode::BAD_GATEWAY,
+                        "app-failed",
+                        format!(
+                            "the app at {addr} failed before answering ({})",
+                            error_chain(&e.into_error())
+                        ),
+                    ));
+                }
+            },
+        }
     }
+    Ok(body::error(
+        StatusCode::BAD_GATEWAY,
+        "app-failed",
+        format!("the app at {addr} kept closing its connections before the request could be sent"),
+    ))
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use berth_core::policy::{CompiledPolicy, RequestView, Source};
 use berth_core::{Instance, Symbol};
 
-use super::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// The lowest share a warming instance gets, relative to a warm one.
 const MIN_WARMUP_FACTOR: f64 = 0.05;

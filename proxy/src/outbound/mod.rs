@@ -11,7 +11,6 @@
 
 pub mod balance;
 pub mod discovery;
-pub mod endpoint;
 mod response;
 pub mod target;
 
@@ -37,8 +36,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use self::balance::{Ask, NoChoice};
 use self::discovery::{Discovery, Service};
-use self::endpoint::{Conn, Ejection, Endpoint};
 use crate::body::{self, Body, ERROR_HEADER, HttpResponse};
+use crate::endpoint::{self, Conn, Ejection, Endpoint};
 use crate::headers;
 use crate::health::error_chain;
 use crate::metrics::{Metrics, status_class};
@@ -348,14 +347,14 @@ impl Outbound {
                         && failover
                     {
                         self.failed(service, &endpoint, "app-unavailable");
-                        last = Some(Failure::AppUnavailable(response::passthrough(
+                        last = Some(Failure::AppUnavailable(endpoint::passthrough(
                             resp, endpoint, conn, in_flight,
                         )));
                         continue;
                     }
                     endpoint.success();
                     self.count(service, symbol.as_str(), resp.status());
-                    return response::passthrough(resp, endpoint, conn, in_flight);
+                    return endpoint::passthrough(resp, endpoint, conn, in_flight);
                 }
                 Err(mut e) => {
                     if let Some(req) = e.take_message() {

@@ -2,23 +2,15 @@
 //! with `x-berth-error` and a body that says what happened and what to do.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use http::StatusCode;
 
 use super::Outbound;
 use super::balance::NoChoice;
 use super::discovery::Service;
-use super::endpoint::{Endpoint, InFlight};
-use crate::body::{self, Body, BoxError, HttpResponse};
-use crate::headers;
+use crate::body::{self, HttpResponse};
+use crate::endpoint::Endpoint;
 
 pub(super) fn connect_unsupported() -> HttpResponse {
     body::error(
@@ -96,56 +88,4 @@ pub(super) fn exhausted(service: &Service, tried: &[SocketAddr], detail: &str) -
         "connect-failed",
         format!("could not reach service `{}`: tried {} ({detail})", service.name, tried.join(", ")),
     )
-}
-
-/// The provider's response, minus hop-by-hop fields, with a body that returns the connection
-/// to the pool when it ends and keeps the request in flight until then.
-pub(super) fn passthrough(
-    resp: Response<Incoming>,
-    endpoint: Arc<Endpoint>,
-    conn: Option<http1::SendRequest<Body>>,
-    in_flight: InFlight,
-) -> HttpResponse {
-    let (mut parts, incoming) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    let body = Pooled { inner: incoming, conn, endpoint, _in_flight: in_flight };
-    Response::from_parts(parts, body::boxed(body))
-}
-
-/// A provider's response body: keeps the request in flight until it ends, then gives an
-/// HTTP/1.1 connection back to the pool if the exchange finished cleanly.
-struct Pooled {
-    inner: Incoming,
-    conn: Option<http1::SendRequest<Body>>,
-    endpoint: Arc<Endpoint>,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Pooled {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        // Only a body read to its end leaves the connection ready for another request.
-        if let Some(conn) = self.conn.take().filter(|_| self.inner.is_end_stream()) {
-            self.endpoint.checkin(conn);
-        }
-    }
 }

@@ -5,7 +5,7 @@ use berth_core::metadata;
 use berth_core::policy::Policy;
 
 use super::*;
-use crate::outbound::endpoint::Ejection;
+use crate::endpoint::Ejection;
 
 struct Req(HashMap<&'static str, &'static str>);
 

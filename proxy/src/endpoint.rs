@@ -1,21 +1,30 @@
-//! One instance as this sidecar sees it: its load, its failures, whether it said it is
+//! One upstream as this sidecar sees it: its load, its failures, whether it said it is
 //! draining, and its pooled connections.
 //!
-//! An [`Endpoint`] lives as long as its address is in the service's instance set; when the
-//! registry drops the address, the endpoint and its connections go with it, and an address that
-//! comes back starts afresh.
+//! Outbound, an [`Endpoint`] is an instance of a service and lives as long as its address is in
+//! the service's instance set: when the registry drops the address, the endpoint and its
+//! connections go with it, and an address that comes back starts afresh. Inbound, one endpoint
+//! is the app. [`passthrough`] hands an upstream's response on and returns its connection to the
+//! pool when the body ends.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::Body;
+use crate::body::{self, Body, BoxError, HttpResponse};
+use crate::headers;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE: usize = 64;
@@ -155,7 +164,7 @@ impl Endpoint {
     }
 
     /// Starts a request: counted in flight until the guard drops.
-    pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
+    pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight { endpoint: self.clone(), started: Instant::now() }
     }
@@ -242,7 +251,7 @@ impl Endpoint {
 /// A request in flight to an endpoint.
 #[derive(Debug)]
 pub struct InFlight {
-    endpoint: std::sync::Arc<Endpoint>,
+    endpoint: Arc<Endpoint>,
     started: Instant,
 }
 
@@ -256,5 +265,57 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The provider's response, minus hop-by-hop fields, with a body that returns the connection
+/// to the pool when it ends and keeps the request in flight until then.
+pub fn passthrough(
+    resp: Response<Incoming>,
+    endpoint: Arc<Endpoint>,
+    conn: Option<http1::SendRequest<Body>>,
+    in_flight: InFlight,
+) -> HttpResponse {
+    let (mut parts, incoming) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let body = Pooled { inner: incoming, conn, endpoint, _in_flight: in_flight };
+    Response::from_parts(parts, body::boxed(body))
+}
+
+/// A provider's response body: keeps the request in flight until it ends, then gives an
+/// HTTP/1.1 connection back to the pool if the exchange finished cleanly.
+struct Pooled {
+    inner: Incoming,
+    conn: Option<http1::SendRequest<Body>>,
+    endpoint: Arc<Endpoint>,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Pooled {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // Only a body read to its end leaves the connection ready for another request.
+        if let Some(conn) = self.conn.take().filter(|_| self.inner.is_end_stream()) {
+            self.endpoint.checkin(conn);
+        }
     }
 }
