@@ -56,7 +56,9 @@ def sidecar_argv(name: str, app_port: int, registry: Path, inbound: int, admin: 
     start when given."""
     argv = [str(BERTH), "proxy", "--service", name, "--app-port", str(app_port),
             "--inbound", f"127.0.0.1:{inbound}", "--admin", f"127.0.0.1:{admin}",
-            "--outbound", f"127.0.0.1:{outbound}", "--registry", f"dir://{registry}"]
+            "--outbound", f"127.0.0.1:{outbound}", "--registry", f"dir://{registry}",
+            # Two threads, as nginx and HAProxy get two workers here (berth's default is one).
+            "--workers", "2"]
     return argv + ["--services", follow] if follow else argv
 
 

@@ -141,6 +141,12 @@ pub struct ProxyArgs {
     #[arg(long, env = "BERTH_EJECT_FOR", value_name = "DURATION", default_value = "5s", value_parser = duration)]
     pub eject_for: Duration,
 
+    /// Threads that serve traffic. One (the default) runs everything on a single thread, with no
+    /// cross-thread wake-ups: enough for most sidecars, which get a fraction of a core; raise it
+    /// for instances that need more than a core of proxying.
+    #[arg(long, env = "BERTH_WORKERS", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+
     /// For comparisons only: turn berth's lifecycle off and behave like a plain registry
     /// client — register at once whether or not the app is up, exit at once on SIGTERM (no
     /// drain, no read-only signal), and send each outbound request once (no failover).
@@ -204,6 +210,8 @@ pub struct Config {
     pub outbound_settings: crate::outbound::Settings,
     /// `false` with `--no-lifecycle`.
     pub lifecycle: bool,
+    /// Threads serving traffic.
+    pub workers: u16,
 }
 
 /// The drain token; never printed.
@@ -368,6 +376,7 @@ impl ProxyArgs {
                 failover: !self.no_lifecycle,
             },
             lifecycle: !self.no_lifecycle,
+            workers: self.workers,
         })
     }
 }

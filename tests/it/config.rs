@@ -45,6 +45,7 @@ fn bad_configuration_exits_64_naming_the_option() {
         (with(&["--advertise", "0.0.0.0:1"]), "--advertise", "concrete"),
         (with(&["--drain-token", "short"]), "--drain-token", "16 characters"),
         (with(&["--healthy-threshold", "0"]), "--healthy-threshold", "0"),
+        (with(&["--workers", "0"]), "--workers", "0"),
         (with(&["--service", "bad/name"]), "--service", "service name"),
         (with(&["--no-such-flag"]), "--no-such-flag", ""),
     ];

@@ -141,7 +141,8 @@ async fn the_app_being_down_is_a_503_that_says_so() {
 async fn proxies_http1_and_h2c_with_forwarding_headers_and_streamed_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::start("echo").await;
-    let sidecar = Sidecar::start("echo", app.addr.port(), &dir_registry(&dir), &[]).await;
+    // Two threads here; every other test runs the single-threaded default.
+    let sidecar = Sidecar::start("echo", app.addr.port(), &dir_registry(&dir), &["--workers", "2"]).await;
     sidecar.wait_ready(T).await;
 
     let upload = vec![b'x'; 3 * 1024 * 1024];
