@@ -7,6 +7,7 @@
 //! | `GET /slow?ms=N` | 200 after N milliseconds |
 //! | `GET /stream?chunks=N&ms=M` | N chunks, M milliseconds apart |
 //! | `ANY /echo` | JSON of the method, path, version, headers and body size it received |
+//! | `GET /upgrade` with `Upgrade: X` | `101 Switching Protocols`, then echoes every byte back |
 //!
 //! It prints `listening on ADDR` on stdout once it accepts, and on SIGTERM stops accepting and
 //! lets requests in flight finish.
@@ -102,8 +103,9 @@ async fn run(args: SampleAppArgs) -> std::io::Result<()> {
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(req).await) }
         });
-        let conn =
-            auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
@@ -152,6 +154,7 @@ impl App {
                 Response::new(StreamBody::new(stream).boxed_unsync())
             }
             (_, "/echo") => echo(req).await,
+            (&Method::GET, "/upgrade") if req.headers().contains_key(http::header::UPGRADE) => upgrade(req),
             _ => status(StatusCode::NOT_FOUND, "not found\n"),
         };
         resp.headers_mut().insert("x-app-name", self.name.clone());
@@ -177,6 +180,22 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
     });
     let mut resp = Response::new(full(doc.to_string()));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Switches protocols, then echoes what the client sends until it closes.
+fn upgrade(mut req: Request<Incoming>) -> Response<Body> {
+    let protocol = req.headers()[http::header::UPGRADE].clone();
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on.await {
+            let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut read, &mut write).await;
+        }
+    });
+    let mut resp = status(StatusCode::SWITCHING_PROTOCOLS, "");
+    resp.headers_mut().insert(http::header::UPGRADE, protocol);
+    resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
     resp
 }
 

@@ -197,10 +197,16 @@ impl Endpoint {
                 }
             }
         }
-        self.connect(connect_timeout).await
+        self.connect(connect_timeout, self.h2).await
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Conn, ConnectError> {
+    /// An HTTP/1.1 connection of its own, even to an endpoint that speaks HTTP/2: for an
+    /// upgrade, which HTTP/2 cannot carry.
+    pub async fn checkout_http1(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+        self.connect(connect_timeout, false).await
+    }
+
+    async fn connect(&self, timeout: Duration, h2: bool) -> Result<Conn, ConnectError> {
         let err = |detail: String| ConnectError { addr: self.addr, detail };
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
@@ -212,7 +218,7 @@ impl Endpoint {
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(stream);
         let handshake = async {
-            if self.h2 {
+            if h2 {
                 let (send, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .handshake(io)
@@ -226,7 +232,7 @@ impl Endpoint {
             } else {
                 let (send, conn) = http1::handshake(io).await.map_err(|e| err(e.to_string()))?;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _ = conn.with_upgrades().await;
                 });
                 Ok(Conn::H1(send))
             }
@@ -277,7 +283,14 @@ pub fn passthrough(
     in_flight: InFlight,
 ) -> HttpResponse {
     let (mut parts, incoming) = resp.into_parts();
+    // A 101 keeps its upgrade fields, and its connection now belongs to the tunnel.
+    let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let protocol = switching.then(|| crate::upgrade::protocol(&parts.headers)).flatten();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        crate::upgrade::restore(&mut parts.headers, p);
+    }
+    let conn = conn.filter(|_| !switching);
     let body = Pooled { inner: incoming, conn, endpoint, _in_flight: in_flight };
     Response::from_parts(parts, body::boxed(body))
 }

@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod outbound;
 pub mod track;
+pub mod upgrade;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

@@ -412,3 +412,19 @@ async fn weights_set_through_berth_ctl_move_a_consumers_traffic_within_2s() {
     // Binomial, n = 1000, p = 0.1: σ ≈ 0.95 points; ±5 points is over 5σ.
     assert!((share(&t, "canary-1") - 10.0).abs() < 5.0, "{t:?}");
 }
+
+#[tokio::test]
+async fn upgrades_go_through_the_outbound_port_to_an_http2_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let app = App::start("chat-1").await;
+    let provider = Sidecar::start("chat", app.addr.port(), &registry, &[]).await;
+    provider.wait_ready(T).await;
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &["--services", "chat"]).await;
+    sees(&consumer, "chat", 1).await;
+    let endpoints = consumer.endpoints().await;
+    assert_eq!(endpoints["services"]["chat"]["instances"][0]["protocol"], "h2c", "{endpoints}");
+    let back = crate::support::upgrade_echo(consumer.outbound, "chat", "/upgrade").await;
+    assert_eq!(back, "ping through the tunnel\n");
+}

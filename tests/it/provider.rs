@@ -246,3 +246,15 @@ async fn an_h2c_app_is_spoken_to_in_http2() {
     assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
     assert!(echo["headers"]["host"].as_str().is_some_and(|h| h.starts_with("127.0.0.1:")), "{echo}");
 }
+
+#[tokio::test]
+async fn upgrades_are_carried_to_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("ws").await;
+    let sidecar = Sidecar::start("ws", app.addr.port(), &dir_registry(&dir), &[]).await;
+    sidecar.wait_ready(T).await;
+    let back = crate::support::upgrade_echo(sidecar.inbound, "ws", "/upgrade").await;
+    assert_eq!(back, "ping through the tunnel\n");
+    // The tunnel is not a request in flight: a drain does not wait for it.
+    assert_eq!(sidecar.state().await["in_flight"], 0);
+}

@@ -13,12 +13,14 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::{self, Body, HttpResponse};
 use crate::config::AppProtocol;
 use crate::endpoint::{self, Conn, Endpoint};
 use crate::headers;
 use crate::health::error_chain;
+use crate::upgrade;
 
 /// How long connecting to the app may take (it is on loopback: refusals are immediate).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -59,7 +61,9 @@ impl tower::Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let upgrade = upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
+        let protocol = upgrade.as_ref().and_then(|_| upgrade::protocol(req.headers()));
         let (mut parts, incoming) = req.into_parts();
         // An HTTP/2 request names its host in :authority; an HTTP/1.1 app needs a Host field.
         if !parts.headers.contains_key(HOST)
@@ -69,12 +73,16 @@ impl tower::Service<Request<Incoming>> for Forward {
             parts.headers.insert(HOST, authority);
         }
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(p) = protocol {
+            upgrade::restore(&mut parts.headers, p);
+        }
         if let Some(peer) = &self.peer {
             headers::add_forwarded(&mut parts.headers, peer);
         }
         let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         // HTTP/1.1 takes the origin form (`/path`, with Host); HTTP/2 needs scheme and authority.
-        parts.uri = if self.app.h2 {
+        let h2 = self.app.h2 && upgrade.is_none();
+        parts.uri = if h2 {
             let mut uri = http::uri::Parts::default();
             uri.scheme = Some(Scheme::HTTP);
             uri.authority = Some(self.authority.clone());
@@ -83,16 +91,25 @@ impl tower::Service<Request<Incoming>> for Forward {
         } else {
             Uri::from(path)
         };
-        parts.version = if self.app.h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
         let req = Request::from_parts(parts, body::boxed(incoming));
-        Box::pin(send(self.app.clone(), req))
+        Box::pin(send(self.app.clone(), req, upgrade))
     }
 }
 
-async fn send(app: Arc<Endpoint>, mut req: Request<Body>) -> Result<HttpResponse, Infallible> {
+async fn send(
+    app: Arc<Endpoint>,
+    mut req: Request<Body>,
+    mut upgrade: Option<OnUpgrade>,
+) -> Result<HttpResponse, Infallible> {
     let addr = app.addr;
     for _ in 0..MAX_RESENDS {
-        let conn = match app.checkout(CONNECT_TIMEOUT).await {
+        let conn = if upgrade.is_some() {
+            app.checkout_http1(CONNECT_TIMEOUT).await
+        } else {
+            app.checkout(CONNECT_TIMEOUT).await
+        };
+        let conn = match conn {
             Ok(c) => c,
             Err(e) => {
                 return Ok(body::error(
@@ -111,7 +128,14 @@ async fn send(app: Arc<Endpoint>, mut req: Request<Body>) -> Result<HttpResponse
             Conn::H2(mut c) => c.try_send_request(req).await.map(|r| (r, None)),
         };
         match sent {
-            Ok((resp, conn)) => return Ok(endpoint::passthrough(resp, app, conn, in_flight)),
+            Ok((mut resp, conn)) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client) = upgrade.take()
+                {
+                    upgrade::tunnel(client, hyper::upgrade::on(&mut resp), addr);
+                }
+                return Ok(endpoint::passthrough(resp, app, conn, in_flight));
+            }
             Err(mut e) => match e.take_message() {
                 // Never written: the pooled connection was closing. Send it again.
                 Some(unsent) => req = unsent,

@@ -89,7 +89,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
     tokio::pin!(conn);
     let mut phase = inbound.drain.subscribe();
     let mut closing = false;

@@ -28,6 +28,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -42,6 +43,7 @@ use crate::headers;
 use crate::health::error_chain;
 use crate::metrics::{Metrics, status_class};
 use crate::track::Track;
+use crate::upgrade;
 
 /// The header that pins a request to a symbol.
 pub const SYMBOL_HEADER: &str = "x-berth-symbol";
@@ -126,7 +128,8 @@ async fn connection(stream: TcpStream, outbound: Arc<Outbound>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack)).await {
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
+    if let Err(e) = conn.await {
         tracing::debug!(error = %e, "outbound connection ended with an error");
     }
     open.dec();
@@ -175,8 +178,8 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn request(&self, endpoint: &Endpoint, body: Body) -> Result<Request<Body>, http::Error> {
-        let (uri, version): (Uri, Version) = if endpoint.h2 {
+    fn request(&self, h2: bool, body: Body) -> Result<Request<Body>, http::Error> {
+        let (uri, version): (Uri, Version) = if h2 {
             (format!("http://{}{}", self.host, self.path).parse()?, Version::HTTP_2)
         } else {
             (self.path.as_str().parse()?, Version::HTTP_11)
@@ -186,11 +189,20 @@ impl Prepared {
         *req.uri_mut() = uri;
         *req.version_mut() = version;
         *req.headers_mut() = self.headers.clone();
-        if !endpoint.h2 {
+        if !h2 {
             req.headers_mut().insert(HOST, HeaderValue::from_str(&self.host)?);
         }
         Ok(req)
     }
+}
+
+/// A request's body, and whether it may be sent again.
+struct Payload {
+    idempotent: bool,
+    /// The whole body, kept for a retry.
+    replay: Option<Bytes>,
+    /// The body as it streams in, when not kept.
+    streamed: Option<Body>,
 }
 
 /// What the last failed attempt saw.
@@ -209,7 +221,7 @@ impl Outbound {
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>) -> HttpResponse {
+    async fn route(&self, mut req: Request<Incoming>) -> HttpResponse {
         if req.method() == Method::CONNECT {
             return response::connect_unsupported();
         }
@@ -244,9 +256,14 @@ impl Outbound {
                 ),
             );
         }
+        let upgrade = upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
+        let protocol = upgrade.as_ref().and_then(|_| upgrade::protocol(req.headers()));
         let (mut parts, incoming) = req.into_parts();
         let idempotent = is_idempotent(&parts.method, &parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(p) = protocol {
+            upgrade::restore(&mut parts.headers, p);
+        }
         parts.headers.remove(HOST);
         let prepared =
             Prepared { method: parts.method, headers: parts.headers, host: target.host, path: target.path };
@@ -269,7 +286,8 @@ impl Outbound {
             (None, Some(body::boxed(incoming)))
         };
         self.budget.deposit();
-        self.send(&service, prepared, explicit.as_ref(), idempotent, replay, streamed).await
+        let body = Payload { idempotent, replay, streamed };
+        self.send(&service, prepared, explicit.as_ref(), body, upgrade).await
     }
 
     async fn send(
@@ -277,10 +295,10 @@ impl Outbound {
         service: &Arc<Service>,
         prepared: Prepared,
         explicit: Option<&Symbol>,
-        idempotent: bool,
-        replay: Option<Bytes>,
-        mut streamed: Option<Body>,
+        body: Payload,
+        mut upgrade: Option<OnUpgrade>,
     ) -> HttpResponse {
+        let Payload { idempotent, replay, mut streamed } = body;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last: Option<Failure> = None;
         let mut unsent = 0;
@@ -301,7 +319,14 @@ impl Outbound {
             };
             let endpoint = snapshot.entries[index].endpoint.clone();
             tried.push(endpoint.addr);
-            let conn = match endpoint.checkout(self.settings.connect_timeout).await {
+            // An upgrade needs an HTTP/1.1 connection of its own, even to an HTTP/2 instance.
+            let h2 = endpoint.h2 && upgrade.is_none();
+            let conn = if upgrade.is_some() {
+                endpoint.checkout_http1(self.settings.connect_timeout).await
+            } else {
+                endpoint.checkout(self.settings.connect_timeout).await
+            };
+            let conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
                     self.failed(service, &endpoint, "connect");
@@ -310,7 +335,7 @@ impl Outbound {
                 }
             };
             let Some(body) = replay.clone().map(body::full).or_else(|| streamed.take()) else { break };
-            let req = match prepared.request(&endpoint, body) {
+            let req = match prepared.request(h2, body) {
                 Ok(r) => r,
                 Err(e) => return body::error(StatusCode::BAD_REQUEST, "bad-request", e),
             };
@@ -332,8 +357,13 @@ impl Outbound {
                 None => attempt.await,
             };
             match outcome {
-                Ok((resp, conn)) => {
+                Ok((mut resp, conn)) => {
                     in_flight.answered();
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(client) = upgrade.take()
+                    {
+                        upgrade::tunnel(client, hyper::upgrade::on(&mut resp), endpoint.addr);
+                    }
                     let failover = self.settings.failover;
                     if failover && resp.headers().get(LIFECYCLE_HEADER).is_some_and(|v| v == DRAINING) {
                         endpoint.mark_draining();

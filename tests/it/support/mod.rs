@@ -160,6 +160,33 @@ impl Sidecar {
     }
 }
 
+/// Asks `addr` for an upgrade to the sample app's echo protocol (`GET PATH`, `Host: HOST`),
+/// checks the 101, then sends a line through the tunnel and returns what comes back.
+pub async fn upgrade_echo(addr: SocketAddr, host: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "closed before the response head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo") && head.contains("connection: upgrade"), "{head}");
+    s.write_all(b"ping through the tunnel\n").await.unwrap();
+    let mut back = vec![0u8; 24];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
+    String::from_utf8(back).unwrap()
+}
+
 /// A temporary directory registry URL.
 pub fn dir_registry(dir: &tempfile::TempDir) -> String {
     format!("dir://{}", dir.path().display())
