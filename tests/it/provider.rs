@@ -258,3 +258,26 @@ async fn upgrades_are_carried_to_the_app() {
     // The tunnel is not a request in flight: a drain does not wait for it.
     assert_eq!(sidecar.state().await["in_flight"], 0);
 }
+
+#[tokio::test]
+async fn nacos_credentials_in_the_url_log_in_and_are_never_printed() {
+    let nacos = Rnacos::start_with_auth("berth", "s3cret-pass-9").await;
+    let app = App::start("guarded").await;
+    let url = |password: &str| {
+        format!("nacos://berth:{password}@127.0.0.1:{}?grpc_port={}", nacos.http, nacos.grpc)
+    };
+
+    let refused = Sidecar::start("guarded", app.addr.port(), &url("wrong-pass-1"), &[]).await;
+    let line = refused.proc.wait_line("cannot register", T).await;
+    assert!(line.contains("403"), "Nacos's refusal is in the log: {line}");
+    assert_eq!(refused.ready().await, 503);
+    assert!(!refused.proc.output().contains("wrong-pass-1"), "a password was printed");
+
+    let admitted = Sidecar::start("guarded", app.addr.port(), &url("s3cret-pass-9"), &[]).await;
+    admitted.wait_ready(Duration::from_secs(30)).await;
+    eventually(T, "registered through the login", || async {
+        nacos.lists("guarded", admitted.inbound).await
+    })
+    .await;
+    assert!(!admitted.proc.output().contains("s3cret-pass-9"), "a password was printed");
+}

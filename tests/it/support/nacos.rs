@@ -33,6 +33,8 @@ pub struct Rnacos {
     pub grpc: u16,
     console: u16,
     data: tempfile::TempDir,
+    /// `user:password` when the server requires a login.
+    auth: Option<(String, String)>,
 }
 
 impl Rnacos {
@@ -51,7 +53,16 @@ impl Rnacos {
             grpc: free_port(),
             console: free_port(),
             data: tempfile::tempdir().unwrap(),
+            auth: None,
         }
+    }
+
+    /// Starts rnacos with its open API behind a login as `user` / `password`.
+    pub async fn start_with_auth(user: &str, password: &str) -> Rnacos {
+        let mut r = Rnacos::reserve();
+        r.auth = Some((user.to_owned(), password.to_owned()));
+        r.restart().await;
+        r
     }
 
     /// Starts (again) on the same ports and data directory.
@@ -66,12 +77,36 @@ impl Rnacos {
             .env("RNACOS_DATA_DIR", self.data.path().join("data"))
             .env("RNACOS_HTTP_WORKERS", "2")
             .env("RNACOS_NAMING_INSTANCE_METADATA_PERSISTENCE_ENABLE", "false");
+        if let Some((user, password)) = &self.auth {
+            cmd.env("RNACOS_ENABLE_OPEN_API_AUTH", "true")
+                .env("RNACOS_INIT_ADMIN_USERNAME", user)
+                .env("RNACOS_INIT_ADMIN_PASSWORD", password);
+        }
         self.proc = Some(Proc::spawn("rnacos", cmd));
         let url = format!("http://127.0.0.1:{}/nacos/v1/ns/instance/list?serviceName=probe", self.http);
+        // With a login required the API answers 403 to us: answering at all is enough.
         eventually(Duration::from_secs(20), "rnacos answers", || async {
-            client().get(&url).send().await.is_ok_and(|r| r.status().is_success())
+            client().get(&url).send().await.is_ok_and(|r| r.status().is_success() || r.status() == 403)
         })
         .await;
+        // rnacos creates its initial user a moment after it starts answering; nacos-sdk's
+        // client logs in once at start and then only every 30 s.
+        if self.auth.is_some() {
+            eventually(Duration::from_secs(20), "rnacos accepts the login", || async {
+                self.login().await.is_some()
+            })
+            .await;
+        }
+    }
+
+    /// An access token from Nacos's login API, when the server requires a login.
+    async fn login(&self) -> Option<String> {
+        let (user, password) = self.auth.as_ref()?;
+        let url = format!("http://127.0.0.1:{}/nacos/v1/auth/login", self.http);
+        let resp =
+            client().post(&url).form(&[("username", user), ("password", password)]).send().await.ok()?;
+        let doc: serde_json::Value = resp.json().await.ok()?;
+        doc["accessToken"].as_str().map(str::to_owned)
     }
 
     /// Freezes the server (SIGSTOP): it answers and pushes nothing until [`Rnacos::resume`].
@@ -102,7 +137,11 @@ impl Rnacos {
 
     /// The instances of `service` as Nacos's own HTTP API lists them.
     pub async fn instances(&self, service: &str) -> Vec<serde_json::Value> {
-        let url = format!("http://127.0.0.1:{}/nacos/v1/ns/instance/list?serviceName={service}", self.http);
+        let mut url =
+            format!("http://127.0.0.1:{}/nacos/v1/ns/instance/list?serviceName={service}", self.http);
+        if let Some(token) = self.login().await {
+            url.push_str(&format!("&accessToken={token}"));
+        }
         let Ok(resp) = client().get(&url).send().await else { return Vec::new() };
         let doc: serde_json::Value = resp.json().await.unwrap_or_default();
         doc["hosts"].as_array().cloned().unwrap_or_default()
