@@ -29,9 +29,12 @@ use crate::headers;
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE: usize = 64;
 /// Idle connections older than this are not reused: closing them ourselves first avoids
-/// sending on a connection the server is closing (the keep-alive race), for servers whose
-/// keep-alive timeout is the common 5 s.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// sending on a connection the server is closing (the keep-alive race). Instances (berth
+/// sidecars keep idle connections open) and servers with the common 5 s keep-alive timeout.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same for the app on loopback, where a new connection costs tens of microseconds: below
+/// the shortest keep-alive timeouts app servers ship with (2 s in gunicorn).
+pub const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How failures eject an endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +68,7 @@ struct Idle {
 /// An instance's runtime state, shared by every snapshot that lists it.
 pub struct Endpoint {
     pub addr: SocketAddr,
+    idle_timeout: Duration,
     /// Whether the instance speaks HTTP/2 with prior knowledge (a berth sidecar does).
     pub h2: bool,
     in_flight: AtomicU32,
@@ -88,9 +92,15 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, h2: bool, registration: u64) -> Self {
+        Endpoint::with_idle_timeout(addr, h2, registration, IDLE_TIMEOUT)
+    }
+
+    /// An endpoint whose pooled connections are reused only while idle less than `idle_timeout`.
+    pub fn with_idle_timeout(addr: SocketAddr, h2: bool, registration: u64, idle_timeout: Duration) -> Self {
         Endpoint {
             addr,
             h2,
+            idle_timeout,
             in_flight: AtomicU32::new(0),
             ewma_micros: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -188,7 +198,7 @@ impl Endpoint {
             loop {
                 let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let Some(mut idle) = idle else { break };
-                if idle.since.elapsed() < IDLE_TIMEOUT
+                if idle.since.elapsed() < self.idle_timeout
                     && tokio::time::timeout(Duration::from_millis(20), idle.conn.ready())
                         .await
                         .is_ok_and(|r| r.is_ok())

@@ -40,7 +40,8 @@ pub struct Forward {
 impl Forward {
     /// A forwarder to the app at `app`.
     pub fn new(app: SocketAddr, protocol: AppProtocol) -> Self {
-        let endpoint = Arc::new(Endpoint::new(app, protocol == AppProtocol::H2c, 0));
+        let h2 = protocol == AppProtocol::H2c;
+        let endpoint = Arc::new(Endpoint::with_idle_timeout(app, h2, 0, endpoint::APP_IDLE_TIMEOUT));
         let authority =
             Authority::try_from(app.to_string()).unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Forward { app: endpoint, authority, peer: None }
