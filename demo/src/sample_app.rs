@@ -9,6 +9,8 @@
 //! | `ANY /echo` | JSON of the method, path, version, headers and body size it received |
 //! | `GET /upgrade` with `Upgrade: X` | `101 Switching Protocols`, then echoes every byte back |
 //!
+//! With `--reset` it answers nothing: every request's connection is closed.
+//!
 //! It prints `listening on ADDR` on stdout once it accepts, and on SIGTERM stops accepting and
 //! lets requests in flight finish.
 
@@ -46,6 +48,9 @@ pub struct SampleAppArgs {
     /// Wait this many milliseconds before listening (a slow start).
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub startup_delay_ms: u64,
+    /// Answer every request by closing the connection (a broken instance, for tests).
+    #[arg(long)]
+    pub reset: bool,
 }
 
 struct App {
@@ -98,10 +103,16 @@ async fn run(args: SampleAppArgs) -> std::io::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let (app, reset) = (app.clone(), args.reset);
         let svc = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req).await) }
+            async move {
+                if reset {
+                    // An error from the service makes hyper close the connection unanswered.
+                    return Err(std::io::Error::other("--reset: closing without an answer"));
+                }
+                Ok(app.handle(req).await)
+            }
         });
         let conn = auto::Builder::new(TokioExecutor::new())
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)

@@ -428,3 +428,65 @@ async fn upgrades_go_through_the_outbound_port_to_an_http2_provider() {
     let back = crate::support::upgrade_echo(consumer.outbound, "chat", "/upgrade").await;
     assert_eq!(back, "ping through the tunnel\n");
 }
+
+#[tokio::test]
+async fn a_request_on_a_broken_connection_is_retried_only_when_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let good_app = App::start("good").await;
+    let good = Sidecar::start("orders", good_app.addr.port(), &registry, &[]).await;
+    good.wait_ready(T).await;
+    // A broken instance without a sidecar: every connection closes before any response byte.
+    let broken = App::start_with("broken", 0, &["--reset"]).await;
+    crate::support::register_in_dir(&dir, "orders", &broken, "canary");
+    // And a broken app behind its sidecar, which answers 502 app-failed for it.
+    let broken_app = App::start_with("broken-behind", 0, &["--reset"]).await;
+    let behind = Sidecar::start("orders", broken_app.addr.port(), &registry, &["--symbol", "blue"]).await;
+    behind.wait_ready(T).await;
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start(
+        "consumer",
+        capp.addr.port(),
+        &registry,
+        &["--services", "orders", "--eject-after", "100"],
+    )
+    .await;
+    sees(&consumer, "orders", 3).await;
+    let proxy = consumer.outbound_client();
+
+    for symbol in ["canary", "blue"] {
+        // Pinned to the broken symbol, the retry falls back to the default symbol's instance.
+        let get = proxy.get("http://orders/").header("x-berth-symbol", symbol).send().await.unwrap();
+        assert_eq!(get.status(), 200, "{symbol}: an idempotent request is retried elsewhere");
+        assert_eq!(get.headers()["x-app-name"], "good");
+
+        let post = proxy
+            .post("http://orders/echo")
+            .header("x-berth-symbol", symbol)
+            .body("order")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 502, "{symbol}: a POST is not repeated");
+        let code = post.headers()["x-berth-error"].to_str().unwrap().to_owned();
+        let body = post.text().await.unwrap();
+        match symbol {
+            "canary" => {
+                assert!(code == "upstream-reset" && body.contains("not idempotent"), "{code}: {body}")
+            }
+            _ => assert_eq!(code, "app-failed", "{body}"),
+        }
+
+        let marked = proxy
+            .post("http://orders/echo")
+            .header("x-berth-symbol", symbol)
+            .header("x-berth-retryable", "true")
+            .body("order")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(marked.status(), 200, "{symbol}: a POST marked retryable is retried");
+    }
+    let m = consumer.metrics().await;
+    assert!(m.contains(r#"berth_outbound_retries_total{reason="reset",service="orders"}"#), "{m}");
+}

@@ -208,7 +208,8 @@ struct Payload {
 /// What the last failed attempt saw.
 enum Failure {
     Connect(String),
-    AppUnavailable(HttpResponse),
+    /// An instance's own error answer, passed on if no other instance does better.
+    Answered(HttpResponse),
 }
 
 impl Outbound {
@@ -377,9 +378,22 @@ impl Outbound {
                         && failover
                     {
                         self.failed(service, &endpoint, "app-unavailable");
-                        last = Some(Failure::AppUnavailable(endpoint::passthrough(
-                            resp, endpoint, conn, in_flight,
-                        )));
+                        last =
+                            Some(Failure::Answered(endpoint::passthrough(resp, endpoint, conn, in_flight)));
+                        continue;
+                    }
+                    // A provider sidecar whose app dropped the connection unanswered: for the
+                    // consumer that is a connection that died before any response byte.
+                    if resp.status() == StatusCode::BAD_GATEWAY
+                        && resp.headers().get(ERROR_HEADER).is_some_and(|v| v == "app-failed")
+                        && failover
+                        && idempotent
+                        && replay.is_some()
+                        && self.budget.withdraw()
+                    {
+                        self.failed(service, &endpoint, "reset");
+                        last =
+                            Some(Failure::Answered(endpoint::passthrough(resp, endpoint, conn, in_flight)));
                         continue;
                     }
                     endpoint.success();
@@ -414,7 +428,7 @@ impl Outbound {
             }
         }
         match last {
-            Some(Failure::AppUnavailable(resp)) => resp,
+            Some(Failure::Answered(resp)) => resp,
             Some(Failure::Connect(detail)) => response::exhausted(service, &tried, &detail),
             None => response::exhausted(service, &tried, "no instance could be tried"),
         }

@@ -71,8 +71,13 @@ impl App {
     }
 
     pub async fn start_on(name: &str, port: u16) -> App {
+        App::start_with(name, port, &[]).await
+    }
+
+    /// The sample app with extra arguments (`--reset`, `--symbol`…).
+    pub async fn start_with(name: &str, port: u16, extra: &[&str]) -> App {
         let mut cmd = berth();
-        cmd.args(["sample-app", "--name", name, "--listen", &format!("127.0.0.1:{port}")]);
+        cmd.args(["sample-app", "--name", name, "--listen", &format!("127.0.0.1:{port}")]).args(extra);
         let proc = Proc::spawn(&format!("app {name}"), cmd);
         let line = proc.wait_line("listening on ", Duration::from_secs(10)).await;
         let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
@@ -185,6 +190,20 @@ pub async fn upgrade_echo(addr: SocketAddr, host: &str, path: &str) -> String {
     let mut back = vec![0u8; 24];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
     String::from_utf8(back).unwrap()
+}
+
+/// Registers `app` itself (no sidecar) as an instance of `service` with `symbol` in the
+/// directory registry at `dir`, the way `core/src/registry/dir.rs` writes instance files.
+pub fn register_in_dir(dir: &tempfile::TempDir, service: &str, app: &App, symbol: &str) {
+    let folder = dir.path().join("public/naming/DEFAULT_GROUP").join(service);
+    std::fs::create_dir_all(&folder).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let record = serde_json::json!({
+        "addr": app.addr, "weight": 1.0, "healthy": true, "enabled": true,
+        "metadata": {"berth.symbol": symbol}, "host": host, "pid": app.proc.pid(),
+    });
+    let file = folder.join(format!("{}_{}.json", app.addr.ip(), app.addr.port()));
+    std::fs::write(file, record.to_string()).unwrap();
 }
 
 /// A temporary directory registry URL.
