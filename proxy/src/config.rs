@@ -31,131 +31,173 @@ pub struct ProxyArgs {
     pub config: Option<PathBuf>,
 
     /// The app's service name in the registry (required).
-    #[arg(long, env = "BERTH_SERVICE", value_name = "NAME", value_parser = service_name)]
+    #[arg(long, help_heading = "App", env = "BERTH_SERVICE", value_name = "NAME", value_parser = service_name)]
     pub service: Option<String>,
 
     /// The deployment this instance belongs to, written to the registry as `berth.symbol`.
-    #[arg(long, env = "BERTH_SYMBOL", value_name = "SYMBOL", default_value = "stable")]
+    #[arg(long, help_heading = "App", env = "BERTH_SYMBOL", value_name = "SYMBOL", default_value = "stable")]
     pub symbol: Symbol,
 
     /// The port the app listens on at 127.0.0.1 (required).
-    #[arg(long, env = "BERTH_APP_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, help_heading = "App", env = "BERTH_APP_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub app_port: Option<u16>,
 
     /// What the app speaks: `http1`, or `h2c` (HTTP/2 without TLS, prior knowledge).
-    #[arg(long, env = "BERTH_APP_PROTOCOL", value_name = "PROTOCOL", default_value = "http1")]
+    #[arg(
+        long,
+        help_heading = "App",
+        env = "BERTH_APP_PROTOCOL",
+        value_name = "PROTOCOL",
+        default_value = "http1"
+    )]
     pub app_protocol: AppProtocol,
 
     /// How to tell the app is healthy: `http:/path` (a GET answering 2xx or 3xx) or `tcp` (the
     /// port accepts connections).
-    #[arg(long, env = "BERTH_APP_HEALTH", value_name = "CHECK", default_value = "tcp")]
+    #[arg(
+        long,
+        help_heading = "Health",
+        env = "BERTH_APP_HEALTH",
+        value_name = "CHECK",
+        default_value = "tcp"
+    )]
     pub app_health: AppHealth,
 
     /// The app's version, registered as `berth.version` (default: berth's own version).
-    #[arg(long, env = "BERTH_APP_VERSION", value_name = "VERSION")]
+    #[arg(long, help_heading = "App", env = "BERTH_APP_VERSION", value_name = "VERSION")]
     pub app_version: Option<String>,
 
     /// A dependency that must be reachable for the app to be ready: `tcp://host:port` or
     /// `http://host:port/path`. Repeatable; in the environment, comma-separated.
-    #[arg(long, env = "BERTH_DEPENDENCY", value_name = "URL", value_delimiter = ',')]
+    #[arg(
+        long,
+        help_heading = "Health",
+        env = "BERTH_DEPENDENCY",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
     pub dependency: Vec<Check>,
 
     /// How often the app and dependencies are checked.
-    #[arg(long, env = "BERTH_HEALTH_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, help_heading = "Health", env = "BERTH_HEALTH_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub health_interval: Duration,
 
     /// How long one check may take before it counts as failed.
-    #[arg(long, env = "BERTH_HEALTH_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, help_heading = "Health", env = "BERTH_HEALTH_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub health_timeout: Duration,
 
     /// Consecutive passing checks that make an unhealthy target healthy.
-    #[arg(long, env = "BERTH_HEALTHY_THRESHOLD", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, help_heading = "Health", env = "BERTH_HEALTHY_THRESHOLD", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
     pub healthy_threshold: u32,
 
     /// Consecutive failing checks that make a healthy target unhealthy.
-    #[arg(long, env = "BERTH_UNHEALTHY_THRESHOLD", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, help_heading = "Health", env = "BERTH_UNHEALTHY_THRESHOLD", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
     pub unhealthy_threshold: u32,
 
     /// Where the sidecar accepts the app's inbound traffic (the address registered in Nacos).
-    #[arg(long, env = "BERTH_INBOUND", value_name = "ADDR", default_value = "0.0.0.0:15006")]
+    #[arg(
+        long,
+        help_heading = "Listeners and registry",
+        env = "BERTH_INBOUND",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:15006"
+    )]
     pub inbound: SocketAddr,
 
     /// Where the sidecar answers probes, metrics and drain requests.
-    #[arg(long, env = "BERTH_ADMIN", value_name = "ADDR", default_value = "0.0.0.0:15020")]
+    #[arg(
+        long,
+        help_heading = "Listeners and registry",
+        env = "BERTH_ADMIN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:15020"
+    )]
     pub admin: SocketAddr,
 
     /// The ip:port put in the registry (default: $POD_IP and the inbound port; 127.0.0.1 when
     /// POD_IP is unset and the inbound address is unspecified).
-    #[arg(long, env = "BERTH_ADVERTISE", value_name = "IP:PORT")]
+    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_ADVERTISE", value_name = "IP:PORT")]
     pub advertise: Option<SocketAddr>,
 
     /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
     /// or `dir:///path` (default: a directory under the user's data directory).
-    #[arg(long, env = "BERTH_REGISTRY", value_name = "URL")]
+    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_REGISTRY", value_name = "URL")]
     pub registry: Option<RegistryUrl>,
 
     /// How long the app must stay healthy before it is registered.
-    #[arg(long, env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = "0s", value_parser = duration)]
     pub register_delay: Duration,
 
     /// How long after registration consumers ramp this instance's share up (slow start).
-    #[arg(long, env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub warmup: Duration,
 
     /// How long a drain keeps accepting (and answering with the read-only signal) before it may
     /// end; at least twice the registry's push delay.
-    #[arg(long, env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = "5s", value_parser = duration)]
     pub drain_min: Duration,
 
     /// After drain-min, the drain ends once no request has arrived for this long and none is in
     /// flight.
-    #[arg(long, env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub drain_quiet: Duration,
 
     /// The drain is forced to end (exit code 1) this long after it started.
-    #[arg(long, env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
     /// Where the app's outbound calls arrive (as an HTTP proxy, by Host, or by path prefix).
-    #[arg(long, env = "BERTH_OUTBOUND", value_name = "ADDR", default_value = "127.0.0.1:15001")]
+    #[arg(
+        long,
+        help_heading = "Listeners and registry",
+        env = "BERTH_OUTBOUND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15001"
+    )]
     pub outbound: SocketAddr,
 
     /// Services to follow from the start instead of on first use. Repeatable; comma-separated.
-    #[arg(long, env = "BERTH_SERVICES", value_name = "NAME", value_delimiter = ',', value_parser = service_name)]
+    #[arg(long, help_heading = "Outbound", env = "BERTH_SERVICES", value_name = "NAME", value_delimiter = ',', value_parser = service_name)]
     pub services: Vec<String>,
 
     /// How long connecting to an instance may take before the request moves to another one.
-    #[arg(long, env = "BERTH_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, help_heading = "Outbound", env = "BERTH_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub connect_timeout: Duration,
 
     /// How long an instance may take to answer an outbound request (its response headers);
     /// `0s` for no limit.
-    #[arg(long, env = "BERTH_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, help_heading = "Outbound", env = "BERTH_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub request_timeout: Duration,
 
     /// Consecutive failures (refused or broken connections, timeouts) that eject an instance.
-    #[arg(long, env = "BERTH_EJECT_AFTER", value_name = "N", default_value = "2", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, help_heading = "Outbound", env = "BERTH_EJECT_AFTER", value_name = "N", default_value = "2", value_parser = clap::value_parser!(u32).range(1..))]
     pub eject_after: u32,
 
     /// How long a first ejection lasts; each further one doubles it, up to ten times as long.
-    #[arg(long, env = "BERTH_EJECT_FOR", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, help_heading = "Outbound", env = "BERTH_EJECT_FOR", value_name = "DURATION", default_value = "5s", value_parser = duration)]
     pub eject_for: Duration,
 
     /// Threads that serve traffic. One (the default) runs everything on a single thread, with no
     /// cross-thread wake-ups: enough for most sidecars, which get a fraction of a core; raise it
     /// for instances that need more than a core of proxying.
-    #[arg(long, env = "BERTH_WORKERS", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_WORKERS", value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
 
     /// For comparisons only: turn berth's lifecycle off and behave like a plain registry
     /// client — register at once whether or not the app is up, exit at once on SIGTERM (no
     /// drain, no read-only signal), and send each outbound request once (no failover).
-    #[arg(long, env = "BERTH_NO_LIFECYCLE")]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_NO_LIFECYCLE")]
     pub no_lifecycle: bool,
 
     /// Token a non-loopback `POST /drain` must carry in `x-berth-drain-token` (the injector
     /// sets one per pod). Without it, only loopback may start a drain.
-    #[arg(long, env = "BERTH_DRAIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        help_heading = "Lifecycle",
+        env = "BERTH_DRAIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub drain_token: Option<String>,
 }
 
