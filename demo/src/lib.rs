@@ -16,14 +16,19 @@ use std::process::ExitCode;
 
 pub use rollout::DemoArgs;
 
+/// The runtime `berth demo` and `berth sample-app` run on; the error is reported.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `berth demo`: exit 0 only when no request failed.
 pub fn main(args: DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let scratch = std::env::temp_dir().join(format!("berth-demo-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&scratch) {

@@ -64,12 +64,9 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Runs the app until SIGTERM or SIGINT.
 pub fn main(args: SampleAppArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match crate::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,

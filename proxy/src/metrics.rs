@@ -192,13 +192,15 @@ impl Metrics {
     }
 }
 
+/// The `status_class` label values.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`STATUS_CLASSES`] of a status code's class.
+pub fn class_index(status: http::StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
+}
+
 /// `2xx`, `4xx`, … for a status code.
 pub fn status_class(status: http::StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    STATUS_CLASSES[class_index(status)]
 }

@@ -11,26 +11,42 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::Request;
 use http_body::{Frame, SizeHint};
-use prometheus::IntGauge;
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::time::Instant;
 
 use crate::body::{self, Body, BoxError, HttpResponse};
 use crate::drain::{Drain, InFlight};
-use crate::metrics::{Metrics, status_class};
+use crate::metrics::{Metrics, STATUS_CLASSES, class_index};
 
 /// Wraps a service with request tracking for `direction` (`inbound` or `outbound`).
 #[derive(Clone, Debug)]
 pub struct Track<S> {
     inner: S,
-    direction: &'static str,
-    metrics: Metrics,
+    handles: Arc<Handles>,
     drain: Option<Arc<Drain>>,
+}
+
+/// The metrics one direction updates, looked up once rather than on every request.
+#[derive(Debug)]
+struct Handles {
+    in_flight: IntGauge,
+    duration: Histogram,
+    /// Requests by status class: 1xx to 5xx.
+    by_class: [IntCounter; 5],
+    drain_requests: IntCounter,
 }
 
 impl<S> Track<S> {
     /// Tracks `inner`; with `drain`, arrivals count towards it.
     pub fn new(inner: S, direction: &'static str, metrics: Metrics, drain: Option<Arc<Drain>>) -> Self {
-        Track { inner, direction, metrics, drain }
+        let by_class = STATUS_CLASSES.map(|class| metrics.requests.with_label_values(&[direction, class]));
+        let handles = Arc::new(Handles {
+            in_flight: metrics.in_flight.with_label_values(&[direction]),
+            duration: metrics.request_duration.with_label_values(&[direction]),
+            by_class,
+            drain_requests: metrics.drain_requests.clone(),
+        });
+        Track { inner, handles, drain }
     }
 }
 
@@ -62,21 +78,20 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
+        let handles = self.handles.clone();
         let drain_guard = self.drain.as_ref().map(|d| {
             if d.is_draining() {
-                self.metrics.drain_requests.inc();
+                handles.drain_requests.inc();
             }
             d.request()
         });
-        let gauge = self.metrics.in_flight.with_label_values(&[self.direction]);
-        gauge.inc();
-        let guard = Guard { gauge, _drain: drain_guard };
-        let (metrics, direction) = (self.metrics.clone(), self.direction);
+        handles.in_flight.inc();
+        let guard = Guard { gauge: handles.in_flight.clone(), _drain: drain_guard };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
-            metrics.request_duration.with_label_values(&[direction]).observe(start.elapsed().as_secs_f64());
-            metrics.requests.with_label_values(&[direction, status_class(resp.status())]).inc();
+            handles.duration.observe(start.elapsed().as_secs_f64());
+            handles.by_class[class_index(resp.status())].inc();
             Ok(resp.map(|b| body::boxed(Guarded { inner: b, _guard: guard })))
         })
     }
