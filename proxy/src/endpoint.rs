@@ -1,6 +1,12 @@
 //! One upstream as this sidecar sees it: its load, its failures, whether it said it is
 //! draining, and its pooled connections.
 //!
+//! Load is peak-EWMA latency (linkerd2-proxy's and `tower::load::PeakEwma`'s measure): the
+//! estimate jumps to any slower answer at once and decays towards faster ones over about 10 s,
+//! so an instance that stops answering is avoided from its first slow request. Ejection is
+//! failure accrual: consecutive failures eject for a back-off that doubles on each ejection.
+//! Both are atomics: the request path takes no lock to read them.
+//!
 //! Outbound, an [`Endpoint`] is an instance of a service and lives as long as its address is in
 //! the service's instance set: when the registry drops the address, the endpoint and its
 //! connections go with it, and an address that comes back starts afresh. Inbound, one endpoint
@@ -9,8 +15,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,13 +42,67 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// the shortest keep-alive timeouts app servers ship with (2 s in gunicorn).
 pub const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the latency estimate takes to forget a slow answer (by a factor of e). Short, so
+/// that an instance avoided after a slow answer is tried again within seconds, and a hung one
+/// is found by its PINGs on that try.
+const EWMA_DECAY_MS: f64 = 1_000.0;
+/// The latency an endpoint is taken to have before its first answer.
+const DEFAULT_RTT_MICROS: f64 = 1_000.0;
+/// The longest ejection, in multiples of the first.
+pub const MAX_EJECTION_FACTOR: u32 = 10;
+
 /// How failures eject an endpoint.
 #[derive(Clone, Copy, Debug)]
 pub struct Ejection {
     /// Consecutive failures that eject.
     pub after: u32,
-    /// The first ejection's length; each further one doubles it, up to ten times as long.
+    /// The first ejection's length; each further one doubles it, up to
+    /// [`MAX_EJECTION_FACTOR`] times as long.
     pub base: Duration,
+}
+
+impl Ejection {
+    /// The length of the ejection after `previous` ejections in a row: base, 2×, 4×, 8×, then
+    /// 10× for every further one.
+    pub fn length(&self, previous: u32) -> Duration {
+        let doubled = self.base.saturating_mul(1 << previous.min(4));
+        doubled.min(self.base.saturating_mul(MAX_EJECTION_FACTOR))
+    }
+}
+
+/// HTTP/2 keep-alive PINGs on connections to an instance: a connection whose PING is not
+/// answered within `timeout` is closed, and its instance ejected.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepAlive {
+    /// Quiet time on a connection with requests in flight after which a PING is sent.
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// What an outbound endpoint needs besides its address.
+#[derive(Clone, Debug)]
+pub struct PeerSettings {
+    pub ejection: Ejection,
+    pub keepalive: Option<KeepAlive>,
+    /// Counts ejections (`berth_outbound_ejections_total{service}`).
+    pub ejections: Option<prometheus::IntCounter>,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings {
+            ejection: Ejection { after: u32::MAX, base: Duration::ZERO },
+            keepalive: None,
+            ejections: None,
+        }
+    }
+}
+
+/// Milliseconds on a monotonic clock (tokio's, so paused-time tests move it), never 0.
+pub fn clock_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A connection ready for one request.
@@ -71,11 +131,17 @@ pub struct Endpoint {
     idle_timeout: Duration,
     /// Whether the instance speaks HTTP/2 with prior knowledge (a berth sidecar does).
     pub h2: bool,
+    settings: PeerSettings,
     in_flight: AtomicU32,
-    ewma_micros: AtomicU64,
+    /// The peak-EWMA latency estimate in µs (f64 bits), and when it was last updated.
+    rtt_micros: AtomicU64,
+    rtt_at_ms: AtomicU64,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    /// [`clock_ms`] until which the endpoint is ejected; 0 when it is not.
+    ejected_until: AtomicU64,
+    /// Whether any ejection was ever made (keeps `success` to one load on the common path).
+    ever_ejected: AtomicBool,
     /// `berth.started_at` of the current registration (0 when unknown).
     registration: AtomicU64,
     /// Registration + 1 when that registration sent the read-only signal; 0 otherwise.
@@ -100,17 +166,25 @@ impl Endpoint {
         Endpoint {
             addr,
             h2,
+            settings: PeerSettings::default(),
             idle_timeout,
             in_flight: AtomicU32::new(0),
-            ewma_micros: AtomicU64::new(0),
+            rtt_micros: AtomicU64::new(DEFAULT_RTT_MICROS.to_bits()),
+            rtt_at_ms: AtomicU64::new(clock_ms()),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejected_until: AtomicU64::new(0),
+            ever_ejected: AtomicBool::new(false),
             registration: AtomicU64::new(registration),
             draining_of: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             shared: Mutex::new(None),
         }
+    }
+
+    /// An instance of a service: ejection, keep-alive PINGs and metrics as `settings` say.
+    pub fn instance(addr: SocketAddr, h2: bool, registration: u64, settings: PeerSettings) -> Self {
+        Endpoint { settings, ..Endpoint::new(addr, h2, registration) }
     }
 
     /// Notes the registration the registry now lists (a new one clears a draining mark).
@@ -123,9 +197,38 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Exponentially weighted response latency, in microseconds (0 before the first answer).
-    pub fn ewma_micros(&self) -> u64 {
-        self.ewma_micros.load(Ordering::Relaxed)
+    /// The peak-EWMA latency estimate now, in microseconds.
+    pub fn rtt_micros(&self, now_ms: u64) -> f64 {
+        let rtt = f64::from_bits(self.rtt_micros.load(Ordering::Relaxed));
+        let at = self.rtt_at_ms.load(Ordering::Relaxed);
+        #[allow(clippy::cast_precision_loss)]
+        let elapsed = now_ms.saturating_sub(at) as f64;
+        rtt * (-elapsed / EWMA_DECAY_MS).exp()
+    }
+
+    /// The balancer's measure of how loaded the endpoint is: latency × (requests in flight + 1).
+    pub fn load(&self, now_ms: u64) -> f64 {
+        self.rtt_micros(now_ms) * f64::from(self.in_flight() + 1)
+    }
+
+    fn observe(&self, latency: Duration, peak_only: bool) {
+        #[allow(clippy::cast_precision_loss)]
+        let sample = latency.as_micros() as f64;
+        let now = clock_ms();
+        let old = f64::from_bits(self.rtt_micros.load(Ordering::Relaxed));
+        let at = self.rtt_at_ms.load(Ordering::Relaxed);
+        let new = if sample > old {
+            sample
+        } else if peak_only {
+            return;
+        } else {
+            #[allow(clippy::cast_precision_loss)]
+            let decay = (-(now.saturating_sub(at) as f64) / EWMA_DECAY_MS).exp();
+            old * decay + sample * (1.0 - decay)
+        };
+        // Racing updates may lose a sample; the estimate stays a fair one.
+        self.rtt_micros.store(new.to_bits(), Ordering::Relaxed);
+        self.rtt_at_ms.store(now, Ordering::Relaxed);
     }
 
     /// Whether this registration of the instance said it is leaving.
@@ -143,52 +246,60 @@ impl Endpoint {
 
     /// Whether failures have ejected the endpoint for now.
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|until| Instant::now() < until)
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && clock_ms() < until
+    }
+
+    /// How long the current ejection has left (zero when not ejected).
+    pub fn ejected_for(&self) -> Duration {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        Duration::from_millis(until.saturating_sub(clock_ms()))
     }
 
     /// Counts a failure; returns `true` when it ejected the endpoint.
-    pub fn failure(&self, ejection: Ejection) -> bool {
+    pub fn failure(&self) -> bool {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < ejection.after {
+        if failures < self.settings.ejection.after {
             return false;
         }
+        self.eject();
+        true
+    }
+
+    /// Ejects the endpoint now, for the next back-off, and drops its pooled connections.
+    pub fn eject(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let n = self.ejections.fetch_add(1, Ordering::Relaxed);
-        let length = ejection.base.saturating_mul(1 << n.min(3)).min(ejection.base * 10);
-        *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + length);
+        let length = self.settings.ejection.length(n);
+        let until = clock_ms().saturating_add(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until, Ordering::Relaxed);
+        self.ever_ejected.store(true, Ordering::Relaxed);
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        true
+        if let Some(c) = &self.settings.ejections {
+            c.inc();
+        }
     }
 
     /// Counts a success: failures and back-off start over.
     pub fn success(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        if self.ejections.load(Ordering::Relaxed) != 0 {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.ever_ejected.load(Ordering::Relaxed) && self.ejections.load(Ordering::Relaxed) != 0 {
             self.ejections.store(0, Ordering::Relaxed);
-            *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.ejected_until.store(0, Ordering::Relaxed);
         }
     }
 
     /// Starts a request: counted in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { endpoint: self.clone(), started: Instant::now() }
-    }
-
-    fn observe(&self, latency: Duration) {
-        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let old = self.ewma_micros.load(Ordering::Relaxed);
-        // α = 1/4: recent answers dominate within a handful of requests.
-        let new = if old == 0 { sample } else { old - old / 4 + sample / 4 };
-        self.ewma_micros.store(new, Ordering::Relaxed);
+        InFlight { endpoint: self.clone(), started: Instant::now(), answered: false }
     }
 
     /// A connection: a pooled one if one is ready, else a new one.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+    pub async fn checkout(self: &Arc<Self>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         if self.h2 {
             let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(conn) = shared.filter(|c| c.is_ready()) {
@@ -212,11 +323,11 @@ impl Endpoint {
 
     /// An HTTP/1.1 connection of its own, even to an endpoint that speaks HTTP/2: for an
     /// upgrade, which HTTP/2 cannot carry.
-    pub async fn checkout_http1(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+    pub async fn checkout_http1(self: &Arc<Self>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         self.connect(connect_timeout, false).await
     }
 
-    async fn connect(&self, timeout: Duration, h2: bool) -> Result<Conn, ConnectError> {
+    async fn connect(self: &Arc<Self>, timeout: Duration, h2: bool) -> Result<Conn, ConnectError> {
         let err = |detail: String| ConnectError { addr: self.addr, detail };
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
@@ -229,13 +340,21 @@ impl Endpoint {
         let io = TokioIo::new(stream);
         let handshake = async {
             if h2 {
-                let (send, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(io)
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new());
+                if let Some(ka) = self.settings.keepalive {
+                    // Only while requests are in flight: an idle connection costs nothing.
+                    builder
+                        .keep_alive_interval(ka.interval)
+                        .keep_alive_timeout(ka.timeout)
+                        .keep_alive_while_idle(false);
+                }
+                let (send, conn) = builder.handshake(io).await.map_err(|e| err(e.to_string()))?;
+                let endpoint = Arc::downgrade(self);
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    if let Err(e) = conn.await {
+                        connection_failed(&endpoint, &e);
+                    }
                 });
                 *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(send.clone());
                 Ok(Conn::H2(send))
@@ -264,23 +383,42 @@ impl Endpoint {
     }
 }
 
-/// A request in flight to an endpoint.
+/// An HTTP/2 connection to an instance ended with an error. An unanswered keep-alive PING
+/// means the host stopped answering (hung, or its packets dropped): the instance is ejected at
+/// once, before any registry push, so no new request waits on it.
+fn connection_failed(endpoint: &Weak<Endpoint>, e: &hyper::Error) {
+    let Some(endpoint) = endpoint.upgrade() else { return };
+    if e.is_timeout() {
+        tracing::info!(instance = %endpoint.addr, error = %e, "HTTP/2 keep-alive PING unanswered; connection closed, instance ejected");
+        endpoint.eject();
+    } else {
+        tracing::debug!(instance = %endpoint.addr, error = %e, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// A request in flight to an endpoint: counted until dropped, however the request ends.
 #[derive(Debug)]
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     started: Instant,
+    answered: bool,
 }
 
 impl InFlight {
-    /// The response headers arrived: feed the latency average.
-    pub fn answered(&self) {
-        self.endpoint.observe(self.started.elapsed());
+    /// The response headers arrived: feed the latency estimate.
+    pub fn answered(&mut self) {
+        self.answered = true;
+        self.endpoint.observe(self.started.elapsed(), false);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Given up on before any answer (a hedge won, the client left): at least this slow.
+        if !self.answered {
+            self.endpoint.observe(self.started.elapsed(), true);
+        }
     }
 }
 

@@ -131,6 +131,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         registry.clone(),
         config.timing.warmup,
         metrics.clone(),
+        config.outbound_settings,
     ));
     for service in &config.services {
         if let Err(e) = discovery.service(service).await {

@@ -37,7 +37,12 @@ pub struct Metrics {
     pub drain_duration: Gauge,
     /// `berth_outbound_requests_total{service, symbol, status_class}`.
     pub outbound_requests: IntCounterVec,
-    /// `berth_outbound_retries_total{service, reason}`: attempts moved to another instance.
+    /// `berth_outbound_request_duration_seconds{service, symbol}`: until the response headers.
+    pub outbound_duration: HistogramVec,
+    /// `berth_outbound_grpc_responses_total{service, symbol, grpc_status}`: gRPC answers.
+    pub outbound_grpc: IntCounterVec,
+    /// `berth_outbound_retries_total{service, reason}`: attempts sent again to another
+    /// instance (`reason`: what the failed attempt saw) or hedged (`hedge`).
     pub outbound_retries: IntCounterVec,
     /// `berth_outbound_ejections_total{service}`.
     pub outbound_ejections: IntCounterVec,
@@ -95,6 +100,20 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let outbound_duration = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "berth_outbound_request_duration_seconds",
+                    "Outbound requests' time to response headers, retries and hedges included.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["service", "symbol"],
+            )
+            .expect("valid metric"),
+        );
         let build = register(
             r,
             IntGaugeVec::new(Opts::new("berth_build_info", "berth's version."), &["version"])
@@ -139,9 +158,15 @@ impl Metrics {
                 "Outbound requests by service, symbol and status class.",
                 &["service", "symbol", "status_class"],
             ),
+            outbound_duration,
+            outbound_grpc: counter_vec(
+                "berth_outbound_grpc_responses_total",
+                "Outbound gRPC answers by grpc-status, berth's own included.",
+                &["service", "symbol", "grpc_status"],
+            ),
             outbound_retries: counter_vec(
                 "berth_outbound_retries_total",
-                "Outbound attempts that failed and moved on, by reason.",
+                "Outbound requests sent again to another instance, by what the failed attempt saw, or hedged.",
                 &["service", "reason"],
             ),
             outbound_ejections: counter_vec(

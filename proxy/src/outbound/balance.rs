@@ -6,24 +6,31 @@
 //! 2. the symbol: explicit (`x-berth-symbol`, a path prefix), else the first matching rule,
 //!    else a weighted pick among symbols (sticky by a header or cookie hash when configured);
 //!    a symbol without candidates falls back to the default symbol, or fails when strict;
-//! 3. the instance: power of two choices — two weighted random picks, the one with fewer
-//!    requests in flight wins. Weight is the registry's weight times the
-//!    warm-up factor (age since `berth.started_at` over the warm-up window), and warm-up is
-//!    skipped while most of the service is warming (a full restart).
+//! 3. the instance: power of two choices (linkerd2-proxy's `p2c`) — two weighted random picks
+//!    of *distinct* instances, the less loaded wins, where load is the peak-EWMA latency times
+//!    the requests in flight plus one ([`Endpoint::load`]). Weight is the registry's weight
+//!    times the warm-up factor (age since `berth.started_at` over the warm-up window), and
+//!    warm-up is skipped while most of the service is warming (a full restart).
+//!
+//! Candidates that drain or are ejected are avoided before the symbol is: a request for a
+//! symbol whose instances are all ejected goes to the default symbol's healthy ones rather than
+//! to a dead instance (unless the policy is strict).
+//!
+//! Sticky keys are hashed with 64-bit FNV-1a ([`sticky_roll`]): a specified hash, so sidecars
+//! built by different compilers split users the same way.
 //!
 //! The common case — the wanted symbol has instances that are untried, not draining and not
 //! ejected — is decided without looking at every instance ([`sampled`]): a choice costs the
 //! same at 10 instances as at 10,000. Anything else takes the exact path, which scans.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use berth_core::policy::{CompiledPolicy, RequestView, Source};
 use berth_core::{Instance, Symbol};
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PeerSettings, clock_ms};
 
 /// The lowest share a warming instance gets, relative to a warm one.
 const MIN_WARMUP_FACTOR: f64 = 0.05;
@@ -76,6 +83,17 @@ impl Snapshot {
         previous: &Snapshot,
         default_warmup_ms: u64,
     ) -> Snapshot {
+        Snapshot::build_with(instances, policy, previous, default_warmup_ms, &PeerSettings::default())
+    }
+
+    /// [`Snapshot::build`], with new endpoints made with `peer` settings.
+    pub fn build_with(
+        instances: &[Instance],
+        policy: &CompiledPolicy,
+        previous: &Snapshot,
+        default_warmup_ms: u64,
+        peer: &PeerSettings,
+    ) -> Snapshot {
         let old: HashMap<SocketAddr, &Arc<Endpoint>> =
             previous.entries.iter().map(|e| (e.endpoint.addr, &e.endpoint)).collect();
         let mut entries = Vec::new();
@@ -86,7 +104,12 @@ impl Snapshot {
                     e.set_registration(started_at.unwrap_or(0));
                     Arc::clone(e)
                 }
-                _ => Arc::new(Endpoint::new(i.addr, i.speaks_h2c(), started_at.unwrap_or(0))),
+                _ => Arc::new(Endpoint::instance(
+                    i.addr,
+                    i.speaks_h2c(),
+                    started_at.unwrap_or(0),
+                    peer.clone(),
+                )),
             };
             let symbol = policy.override_for(i.addr).cloned().or_else(|| i.symbol()).unwrap_or_default();
             let warmup_ms =
@@ -138,9 +161,12 @@ pub struct Ask<'a, R> {
     pub explicit: Option<&'a Symbol>,
     /// Headers and cookies for rules and stickiness.
     pub request: &'a R,
-    /// Instances this request already failed on.
+    /// Instances this request already tried.
     pub tried: &'a [SocketAddr],
     pub now_ms: u64,
+    /// For a hedge: only an instance that neither drains nor is ejected will do (a hedge is
+    /// extra, never a last resort).
+    pub hedge: bool,
 }
 
 /// Why no instance was chosen.
@@ -166,17 +192,20 @@ pub fn pick_symbol<'p, R: RequestView>(policy: &'p CompiledPolicy, ask: &Ask<'p,
         return &policy.policy.default;
     }
     let roll = match &policy.policy.sticky {
-        Some(source) => match sticky_value(source, ask.request) {
-            Some(v) => {
-                let mut h = std::hash::DefaultHasher::new();
-                v.hash(&mut h);
-                u32::try_from(h.finish() % 100).unwrap_or(0)
-            }
-            None => rand::random_range(0..100),
-        },
+        Some(source) => {
+            sticky_value(source, ask.request).map_or_else(|| rand::random_range(0..100), sticky_roll)
+        }
         None => rand::random_range(0..100),
     };
     policy.weighted_symbol(roll)
+}
+
+/// Where a sticky key lands among the weights (0–99): its 64-bit FNV-1a hash modulo 100.
+pub fn sticky_roll(key: &str) -> u32 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = key.bytes().fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    u32::try_from(hash % 100).unwrap_or(0)
 }
 
 fn sticky_value<'r, R: RequestView>(source: &Source, req: &'r R) -> Option<&'r str> {
@@ -199,48 +228,43 @@ pub fn choose<R: RequestView>(
     if let Some(index) = sampled(snapshot, wanted, ask) {
         return Ok((index, wanted.clone()));
     }
-    let untried = |i: &usize| !ask.tried.contains(&snapshot.entries[*i].endpoint.addr);
-    let of = |symbol: &Symbol| -> Vec<usize> {
-        snapshot
-            .by_symbol
-            .get(symbol)
-            .map(|g| g.members.iter().copied().filter(untried).collect())
-            .unwrap_or_default()
+    let entry = |i: &usize| &snapshot.entries[*i].endpoint;
+    let untried = |i: &usize| !ask.tried.contains(&entry(i).addr);
+    let not_draining = |i: &usize| untried(i) && !entry(i).is_draining();
+    let fresh = |i: &usize| not_draining(i) && !entry(i).is_ejected();
+    let members = |symbol: &Symbol| snapshot.by_symbol.get(symbol).map_or(&[][..], |g| &g.members[..]);
+    let nonempty = |v: Vec<usize>| (!v.is_empty()).then_some(v);
+    let of = |symbol: &Symbol, keep: &dyn Fn(&usize) -> bool| {
+        nonempty(members(symbol).iter().copied().filter(|i| keep(i)).collect())
     };
-    let mut pool = of(wanted);
-    let mut symbol = wanted;
-    if pool.is_empty() {
-        if policy.policy.strict {
+    let any =
+        |keep: &dyn Fn(&usize) -> bool| nonempty((0..snapshot.entries.len()).filter(|i| keep(i)).collect());
+    // In order: the wanted symbol's healthy instances; with a strict policy, any of its
+    // instances or none; else the default symbol's healthy ones, then anyone healthy. When
+    // nothing is healthy, an ejected instance (it may have recovered) before a draining one
+    // (it still serves): any instance beats failing the request.
+    let pool = if ask.hedge {
+        let symbol = if policy.policy.strict { wanted } else { &policy.policy.default };
+        of(wanted, &fresh)
+            .or_else(|| of(symbol, &fresh))
+            .or_else(|| any(&fresh).filter(|_| !policy.policy.strict))
+    } else if policy.policy.strict {
+        if members(wanted).is_empty() {
             return Err(NoChoice::StrictSymbol { symbol: wanted.clone() });
         }
-        symbol = &policy.policy.default;
-        pool = of(symbol);
-        if pool.is_empty() {
-            // Nothing of the default symbol either: any instance beats failing the request.
-            pool = (0..snapshot.entries.len()).filter(untried).collect();
-        }
-    }
-    if pool.is_empty() {
-        return Err(NoChoice::Exhausted { tried: ask.tried.len() });
-    }
-    // Prefer instances that neither drain nor are ejected; then ejected ones (they may have
-    // recovered); draining ones only when nothing else is left — they still serve.
-    let fresh: Vec<usize> = pool
-        .iter()
-        .copied()
-        .filter(|i| {
-            let e = &snapshot.entries[*i].endpoint;
-            !e.is_draining() && !e.is_ejected()
-        })
-        .collect();
-    let pool = if !fresh.is_empty() {
-        fresh
+        of(wanted, &fresh).or_else(|| of(wanted, &not_draining)).or_else(|| of(wanted, &untried))
     } else {
-        let not_draining: Vec<usize> =
-            pool.iter().copied().filter(|i| !snapshot.entries[*i].endpoint.is_draining()).collect();
-        if not_draining.is_empty() { pool } else { not_draining }
+        of(wanted, &fresh)
+            .or_else(|| of(&policy.policy.default, &fresh))
+            .or_else(|| any(&fresh))
+            .or_else(|| any(&not_draining))
+            .or_else(|| any(&untried))
     };
-    Ok((p2c(snapshot, &pool, ask.now_ms), symbol.clone()))
+    let Some(pool) = pool else {
+        return Err(NoChoice::Exhausted { tried: ask.tried.len() });
+    };
+    let index = p2c(snapshot, &pool, ask.now_ms);
+    Ok((index, snapshot.entries[index].symbol.clone()))
 }
 
 /// Power of two choices without a scan, when the wanted symbol has fresh instances (untried,
@@ -269,15 +293,33 @@ fn sampled<R>(snapshot: &Snapshot, symbol: &Symbol, ask: &Ask<'_, R>) -> Option<
         }
         None
     };
-    let (a, b) = (pick()?, pick()?);
-    let load = |i: usize| snapshot.entries[i].endpoint.in_flight();
-    Some(if load(b) < load(a) { b } else { a })
+    let a = pick()?;
+    if group.members.len() == 1 {
+        return Some(a);
+    }
+    // Two distinct candidates: drawing `a` twice would leave no choice at all.
+    let b = (0..SAMPLE_DRAWS).find_map(|_| pick().filter(|b| *b != a))?;
+    Some(less_loaded(snapshot, a, b))
 }
 
-/// Two weighted random picks; the one with fewer requests in flight wins, the first on a tie.
+/// How much less loaded the second candidate must be to win: loads within half again (plus
+/// 5 ms) of each other count as equal, so that between instances that are all fine the
+/// weights decide, not latency noise; a busy, slow or hung instance is well past that.
+const LOAD_RATIO: f64 = 1.5;
+const LOAD_SLACK_MICROS: f64 = 5_000.0;
+
+/// The less loaded of two entries; the first when they are about as loaded (so that equal
+/// loads follow the weights of the picks).
+fn less_loaded(snapshot: &Snapshot, a: usize, b: usize) -> usize {
+    let now = clock_ms();
+    let load = |i: usize| snapshot.entries[i].endpoint.load(now);
+    if load(b) * LOAD_RATIO + LOAD_SLACK_MICROS <= load(a) { b } else { a }
+}
+
+/// Two weighted random picks of distinct entries; the less loaded wins, the first on a tie.
 ///
 /// Weight acts once, in the picks: with equal load the shares follow the weights exactly, and
-/// under load the comparison steers away from the busier instance.
+/// under load the comparison steers away from the busier or slower instance.
 fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64) -> usize {
     if pool.len() == 1 {
         return pool[0];
@@ -286,20 +328,30 @@ fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64) -> usize {
     let weights: Vec<f64> =
         pool.iter().map(|i| snapshot.effective_weight(&snapshot.entries[*i], now_ms, warmup)).collect();
     let total: f64 = weights.iter().sum();
-    let pick = || -> usize {
+    let pick = |skip: Option<usize>| -> usize {
+        let total = total - skip.map_or(0.0, |s| weights[s]);
         let mut roll = rand::random::<f64>() * total;
+        let mut last = 0;
         for (n, w) in weights.iter().enumerate() {
+            if Some(n) == skip {
+                continue;
+            }
             if roll < *w {
                 return n;
             }
             roll -= w;
+            last = n;
         }
-        weights.len() - 1
+        last
     };
-    let (a, b) = (pick(), pick());
-    let load = |n: usize| snapshot.entries[pool[n]].endpoint.in_flight();
-    if load(b) < load(a) { pool[b] } else { pool[a] }
+    let a = pick(None);
+    let b = pick(Some(a));
+    less_loaded(snapshot, pool[a], pool[b])
 }
+
+mod layer;
+
+pub use self::layer::{Attempt, Balance, Pick, Picked, explain};
 
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,11 @@ use berth_core::policy::{CompiledPolicy, Policy};
 use berth_core::registry::{InstanceSet, Registry, RegistryError, policy_data_id};
 use tokio::sync::{Mutex, watch};
 
+use super::Settings;
 use super::balance::Snapshot;
+use super::measure::Handles;
+use super::retry::Latency;
+use crate::endpoint::PeerSettings;
 use crate::metrics::Metrics;
 
 /// Most services one sidecar follows: service names come from the app's requests, and each
@@ -51,11 +55,22 @@ pub struct Service {
     pub name: String,
     pub snapshot: ArcSwap<Snapshot>,
     pub policy: ArcSwap<PolicyState>,
+    /// The service's answer times, for the hedging delay.
+    pub latency: Latency,
+    /// Metric handles per symbol, looked up once.
+    pub(super) handles: Handles,
     /// `Ok` once the first instance set arrived; the error while the registry cannot be reached.
     status: watch::Sender<Option<Result<(), String>>>,
+    /// Whether the first instance set arrived (read without subscribing on every request).
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
+    /// Whether the first instance set arrived.
+    pub fn is_ready(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Waits (up to `timeout`) for the first instance set.
     pub async fn ready(&self, timeout: Duration) -> Result<(), String> {
         let mut rx = self.status.subscribe();
@@ -79,6 +94,7 @@ pub struct Discovery {
     adding: Mutex<()>,
     default_warmup_ms: u64,
     metrics: Metrics,
+    settings: Settings,
 }
 
 /// Why a service cannot be followed.
@@ -89,13 +105,19 @@ pub enum DiscoveryError {
 }
 
 impl Discovery {
-    pub fn new(registry: Arc<dyn Registry>, default_warmup: Duration, metrics: Metrics) -> Self {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        default_warmup: Duration,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> Self {
         Discovery {
             registry,
             services: ArcSwap::from_pointee(HashMap::new()),
             adding: Mutex::new(()),
             default_warmup_ms: u64::try_from(default_warmup.as_millis()).unwrap_or(u64::MAX),
             metrics,
+            settings,
         }
     }
 
@@ -131,8 +153,16 @@ impl Discovery {
             name: name.to_owned(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             policy: ArcSwap::from_pointee(PolicyState::default_policy()),
+            latency: Latency::default(),
+            handles: Handles::default(),
             status: watch::channel(None).0,
+            listed: std::sync::atomic::AtomicBool::new(false),
         });
+        let peer = PeerSettings {
+            ejection: self.settings.ejection,
+            keepalive: self.settings.keepalive,
+            ejections: Some(self.metrics.outbound_ejections.with_label_values(&[name])),
+        };
         let mut next = HashMap::clone(&current);
         next.insert(name.to_owned(), service.clone());
         self.services.store(Arc::new(next));
@@ -141,6 +171,7 @@ impl Discovery {
             self.registry.clone(),
             self.default_warmup_ms,
             self.metrics.clone(),
+            peer,
         ));
         Ok(service)
     }
@@ -172,7 +203,13 @@ where
 }
 
 /// Follows one service's instances and policy for the life of the process.
-async fn follow(service: Arc<Service>, registry: Arc<dyn Registry>, warmup_ms: u64, metrics: Metrics) {
+async fn follow(
+    service: Arc<Service>,
+    registry: Arc<dyn Registry>,
+    warmup_ms: u64,
+    metrics: Metrics,
+    peer: PeerSettings,
+) {
     let name = service.name.clone();
     let mut instances: watch::Receiver<InstanceSet> = subscribe(&service, "instances", || {
         let (registry, name) = (registry.clone(), name.clone());
@@ -190,8 +227,10 @@ async fn follow(service: Arc<Service>, registry: Arc<dyn Registry>, warmup_ms: u
         apply_policy(&service, doc.as_deref(), &metrics);
         let set = instances.borrow_and_update().clone();
         let policy = service.policy.load();
-        let snapshot = Snapshot::build(&set, &policy.compiled, &service.snapshot.load(), warmup_ms);
+        let snapshot =
+            Snapshot::build_with(&set, &policy.compiled, &service.snapshot.load(), warmup_ms, &peer);
         service.snapshot.store(Arc::new(snapshot));
+        service.listed.store(true, std::sync::atomic::Ordering::Release);
         service.status.send_replace(Some(Ok(())));
         tokio::select! {
             r = instances.changed() => if r.is_err() { return },

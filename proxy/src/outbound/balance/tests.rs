@@ -5,7 +5,7 @@ use berth_core::metadata;
 use berth_core::policy::Policy;
 
 use super::*;
-use crate::endpoint::Ejection;
+use crate::endpoint::{Ejection, Endpoint, PeerSettings, clock_ms};
 
 struct Req(HashMap<&'static str, &'static str>);
 
@@ -41,7 +41,7 @@ fn snapshot(instances: &[Instance], policy: &CompiledPolicy) -> Snapshot {
 fn shares(snap: &Snapshot, policy: &CompiledPolicy, req: &Req, n: usize, now_ms: u64) -> HashMap<u16, usize> {
     let mut out = HashMap::new();
     for _ in 0..n {
-        let ask = Ask { explicit: None, request: req, tried: &[], now_ms };
+        let ask = Ask { explicit: None, request: req, tried: &[], now_ms, hedge: false };
         let (i, _) = choose(snap, policy, &ask).unwrap();
         *out.entry(snap.entries[i].endpoint.addr.port()).or_default() += 1;
     }
@@ -69,7 +69,7 @@ fn rules_explicit_symbols_and_strict_fallback() {
     let beta = Req(HashMap::from([("x-beta", "1")]));
     assert_eq!(shares(&snap, &policy, &beta, 50, 0).get(&2), Some(&50));
     let blue: Symbol = "blue".parse().unwrap();
-    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0 };
+    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
     let (i, s) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!(
         (snap.entries[i].endpoint.addr.port(), s.as_str()),
@@ -79,17 +79,21 @@ fn rules_explicit_symbols_and_strict_fallback() {
 
     let strict = Policy::parse(r#"{"schema":1,"strict":true}"#).unwrap();
     let snap = snapshot(&[instance(1, Some("stable"), None)], &strict);
-    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0 };
+    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
     assert_eq!(choose(&snap, &strict, &ask), Err(NoChoice::StrictSymbol { symbol: blue.clone() }));
 }
 
 #[test]
 fn draining_and_ejected_instances_are_avoided_but_not_to_the_point_of_failing() {
     let policy = CompiledPolicy::fallback();
-    let snap =
-        snapshot(&[instance(1, None, None), instance(2, None, None), instance(3, None, None)], &policy);
+    let peer = PeerSettings {
+        ejection: Ejection { after: 1, base: Duration::from_secs(60) },
+        ..PeerSettings::default()
+    };
+    let instances = [instance(1, None, None), instance(2, None, None), instance(3, None, None)];
+    let snap = Snapshot::build_with(&instances, &policy, &Snapshot::default(), 30_000, &peer);
     snap.entries[0].endpoint.mark_draining();
-    snap.entries[1].endpoint.failure(Ejection { after: 1, base: Duration::from_secs(60) });
+    assert!(snap.entries[1].endpoint.failure(), "one failure ejects");
     assert_eq!(shares(&snap, &policy, &no_headers(), 100, 0), HashMap::from([(3, 100)]));
     snap.entries[2].endpoint.mark_draining();
     // Only a draining and an ejected one are left: the ejected one may have recovered.
@@ -167,8 +171,8 @@ fn power_of_two_prefers_the_less_loaded() {
     let snap = snapshot(&[instance(1, None, None), instance(2, None, None)], &policy);
     let busy: Vec<_> = (0..20).map(|_| snap.entries[0].endpoint.start()).collect();
     let got = shares(&snap, &policy, &no_headers(), 1_000, 0);
-    // Only when both picks land on the busy one does it win: about a quarter.
-    assert!(got.get(&1).copied().unwrap_or(0) < 330, "{got:?}");
+    // The two candidates are always distinct: the busy one never wins.
+    assert_eq!(got.get(&1), None, "{got:?}");
     drop(busy);
 }
 
@@ -180,14 +184,14 @@ fn overrides_change_an_instances_symbol_and_tried_instances_are_skipped() {
     let got = shares(&snap, &policy, &no_headers(), 200, 0);
     assert!(got[&1] > 50 && got[&2] > 50, "{got:?}");
     let tried = [SocketAddr::from(([10, 0, 0, 1], 1))];
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0 };
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0, hedge: false };
     let (i, _) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!(snap.entries[i].endpoint.addr.port(), 2);
     let all = [tried[0], SocketAddr::from(([10, 0, 0, 1], 2))];
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &all, now_ms: 0 };
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &all, now_ms: 0, hedge: false };
     assert_eq!(choose(&snap, &policy, &ask), Err(NoChoice::Exhausted { tried: 2 }));
     let empty = Snapshot::build(&[], &policy, &Snapshot::default(), 0);
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &[], now_ms: 0 };
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
     assert_eq!(choose(&empty, &policy, &ask), Err(NoChoice::NoInstances { listed: 0 }));
 }
 
@@ -216,7 +220,102 @@ fn when_sampling_keeps_missing_the_exact_path_still_finds_the_one_fresh_instance
     // One fresh instance in 200: most samples miss, and every choice must still be it.
     assert_eq!(shares(&snap, &policy, &no_headers(), 500, 0), HashMap::from([(1, 500)]));
     let tried: Vec<SocketAddr> = snap.entries[..199].iter().map(|e| e.endpoint.addr).collect();
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0 };
+    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0, hedge: false };
     let (i, _) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!(snap.entries[i].endpoint.addr.port(), 200, "only the untried one, draining or not");
+}
+
+#[test]
+fn sticky_keys_hash_with_fnv1a_to_known_rolls() {
+    // 64-bit FNV-1a: the published test vector for "a" is 0xaf63dc4c8601ec8c.
+    assert_eq!(0xaf63_dc4c_8601_ec8c_u64 % 100, 96);
+    for (key, roll) in [("", 37), ("a", 96), ("user-1", 8), ("alice", 83), ("bob", 92)] {
+        assert_eq!(sticky_roll(key), roll, "{key:?}");
+    }
+    // With 50/50 weights a roll under 50 is the first symbol in the policy's order.
+    let policy =
+        Policy::parse(r#"{"schema":1,"weights":{"canary":50,"stable":50},"sticky":{"header":"x-user"}}"#)
+            .unwrap();
+    let snap = snapshot(&[instance(1, Some("stable"), None), instance(2, Some("canary"), None)], &policy);
+    let of = |user: &'static str| {
+        let req = Req(HashMap::from([("x-user", user)]));
+        shares(&snap, &policy, &req, 1, 0).into_keys().next().unwrap()
+    };
+    assert_ne!(of("user-1"), of("alice"), "rolls 8 and 83 land on different symbols");
+    assert_eq!(of("alice"), of("bob"), "rolls 83 and 92 land on the same one");
+}
+
+#[test]
+fn the_two_candidates_are_distinct_and_the_faster_wins() {
+    let policy = CompiledPolicy::fallback();
+    let snap =
+        snapshot(&[instance(1, None, None), instance(2, None, None), instance(3, None, None)], &policy);
+    // Instance 1 answered slowly once: peak-EWMA takes the peak at once.
+    let mut slow = snap.entries[0].endpoint.start();
+    std::thread::sleep(Duration::from_millis(30));
+    slow.answered();
+    drop(slow);
+    let got = shares(&snap, &policy, &no_headers(), 3_000, 0);
+    // With draws that could repeat, it would win whenever both land on it (1/9 of the time).
+    assert_eq!(got.get(&1), None, "a slow instance loses every comparison: {got:?}");
+    assert!(got[&2] > 1_200 && got[&3] > 1_200, "{got:?}");
+}
+
+#[test]
+fn load_is_latency_times_requests_in_flight() {
+    let policy = CompiledPolicy::fallback();
+    let snap = snapshot(&[instance(1, None, None), instance(2, None, None)], &policy);
+    let (a, b) = (&snap.entries[0].endpoint, &snap.entries[1].endpoint);
+    let now = clock_ms();
+    assert_eq!(a.load(now), b.load(now), "equal before any answer");
+    let held: Vec<_> = (0..3).map(|_| a.start()).collect();
+    assert!((a.load(now) - 4.0 * b.load(now)).abs() < 1e-6, "three in flight: four times the load");
+    drop(held);
+    // The estimate decays: a second later it is a third of what it was (e⁻¹).
+    let later = now + 1_000;
+    assert!((a.rtt_micros(later) / a.rtt_micros(now) - (-1.0f64).exp()).abs() < 1e-3);
+}
+
+#[test]
+fn a_symbol_whose_instances_are_all_ejected_goes_to_the_default_symbol() {
+    let policy = CompiledPolicy::fallback();
+    let peer = PeerSettings {
+        ejection: Ejection { after: 1, base: Duration::from_secs(60) },
+        ..PeerSettings::default()
+    };
+    let instances = [instance(1, Some("stable"), None), instance(2, Some("canary"), None)];
+    let snap = Snapshot::build_with(&instances, &policy, &Snapshot::default(), 30_000, &peer);
+    assert!(snap.entries[1].endpoint.failure());
+    let canary: Symbol = "canary".parse().unwrap();
+    let ask = Ask { explicit: Some(&canary), request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
+    let (i, symbol) = choose(&snap, &policy, &ask).unwrap();
+    assert_eq!((snap.entries[i].endpoint.addr.port(), symbol.as_str()), (1, "stable"));
+    // A strict policy keeps to the symbol, ejected or not.
+    let strict = Policy::parse(r#"{"schema":1,"strict":true}"#).unwrap();
+    let snap = Snapshot::build_with(&instances, &strict, &Snapshot::default(), 30_000, &peer);
+    assert!(snap.entries[1].endpoint.failure());
+    let (i, _) = choose(&snap, &strict, &ask).unwrap();
+    assert_eq!(snap.entries[i].endpoint.addr.port(), 2);
+}
+
+#[test]
+fn ejections_double_up_to_ten_times_and_a_success_resets_them() {
+    let e = Ejection { after: 2, base: Duration::from_secs(5) };
+    let lengths: Vec<u64> = (0..7).map(|n| e.length(n).as_secs()).collect();
+    assert_eq!(lengths, [5, 10, 20, 40, 50, 50, 50]);
+    let peer = PeerSettings { ejection: e, ..PeerSettings::default() };
+    let endpoint = Endpoint::instance(SocketAddr::from(([10, 0, 0, 1], 1)), true, 0, peer);
+    assert!(!endpoint.failure(), "one failure of two");
+    assert!(endpoint.failure());
+    let first = endpoint.ejected_for();
+    assert!(first > Duration::from_secs(4) && first <= Duration::from_secs(5), "{first:?}");
+    assert!(!endpoint.failure());
+    assert!(endpoint.failure(), "ejected again");
+    let second = endpoint.ejected_for();
+    assert!(second > Duration::from_secs(9) && second <= Duration::from_secs(10), "{second:?}");
+    endpoint.success();
+    assert!(!endpoint.is_ejected(), "an answer ends the ejection");
+    assert!(!endpoint.failure());
+    assert!(endpoint.failure());
+    assert!(endpoint.ejected_for() <= Duration::from_secs(5), "and the back-off starts over");
 }

@@ -1,0 +1,131 @@
+//! The balancer as a step of the outbound path: the retry layer asks it for an instance
+//! ([`Pick::pick`]) — so that a retry or a hedge can name the instances to avoid — then sends the
+//! attempt through it to the per-attempt layers ([`Pick::send`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use berth_core::Symbol;
+use berth_core::policy::RequestView;
+use http::HeaderMap;
+
+use super::{Ask, NoChoice, choose};
+use crate::body::{Body, HttpResponse};
+use crate::endpoint::Endpoint;
+use crate::outbound::Error;
+use crate::outbound::discovery::{Discovery, Service};
+use crate::outbound::route::{Prepared, Routed};
+
+/// The instance chosen for one attempt.
+#[derive(Debug)]
+pub struct Picked {
+    pub endpoint: Arc<Endpoint>,
+    /// The symbol it was chosen for.
+    pub symbol: Symbol,
+}
+
+/// One attempt: what the per-attempt layers below the balancer get.
+#[derive(Debug)]
+pub struct Attempt {
+    pub service: Arc<Service>,
+    pub request: Arc<Prepared>,
+    pub endpoint: Arc<Endpoint>,
+    pub body: Body,
+}
+
+/// Chooses instances and starts attempts on them.
+pub trait Pick {
+    type Future: Future<Output = Result<HttpResponse, Error>>;
+
+    /// An instance for the request, other than those in `tried`; for a `hedge`, only one
+    /// that neither drains nor is ejected.
+    fn pick(&self, routed: &Routed, tried: &[SocketAddr], hedge: bool) -> Result<Picked, NoChoice>;
+
+    /// Sends one attempt to the picked instance.
+    fn send(&mut self, routed: &Routed, picked: Picked, body: Body) -> Self::Future;
+}
+
+/// The balancer over the per-attempt stack `S`.
+#[derive(Clone, Debug)]
+pub struct Balance<S> {
+    inner: S,
+}
+
+impl<S> Balance<S> {
+    pub fn new(inner: S) -> Self {
+        Balance { inner }
+    }
+}
+
+impl<S> Pick for Balance<S>
+where
+    S: tower::Service<Attempt, Response = HttpResponse, Error = Error>,
+{
+    type Future = S::Future;
+
+    fn pick(&self, routed: &Routed, tried: &[SocketAddr], hedge: bool) -> Result<Picked, NoChoice> {
+        let snapshot = routed.service.snapshot.load();
+        let policy = routed.service.policy.load();
+        let ask = Ask {
+            explicit: routed.explicit.as_ref(),
+            request: &View(&routed.request.headers),
+            tried,
+            now_ms: berth_core::now_millis(),
+            hedge,
+        };
+        let (index, symbol) = choose(&snapshot, &policy.compiled, &ask)?;
+        Ok(Picked { endpoint: snapshot.entries[index].endpoint.clone(), symbol })
+    }
+
+    fn send(&mut self, routed: &Routed, picked: Picked, body: Body) -> S::Future {
+        self.inner.call(Attempt {
+            service: routed.service.clone(),
+            request: routed.request.clone(),
+            endpoint: picked.endpoint,
+            body,
+        })
+    }
+}
+
+/// The error for a request no instance could be chosen for. Whether the registry knows the
+/// service at all is asked only here, off the common path.
+pub async fn explain(discovery: &Discovery, service: &Service, why: NoChoice) -> Error {
+    let namespace = discovery.namespace().to_owned();
+    let name = service.name.clone();
+    match why {
+        NoChoice::NoInstances { listed: 0 } if discovery.exists(&name).await == Some(false) => {
+            Error::UnknownService { service: name, namespace }
+        }
+        NoChoice::NoInstances { listed } => Error::NoInstances { service: name, namespace, listed },
+        NoChoice::StrictSymbol { symbol } => {
+            Error::NoSymbolInstances { service: name, namespace, symbol: symbol.to_string() }
+        }
+        NoChoice::Exhausted { tried } => Error::Exhausted {
+            service: name.clone(),
+            tried: Vec::new(),
+            last: Box::new(Error::NoInstances { service: name, namespace, listed: tried }),
+            why: "every usable instance failed",
+            symbol: None,
+        },
+    }
+}
+
+/// Headers and cookies of a request, for policy rules.
+struct View<'a>(&'a HeaderMap);
+
+impl RequestView for View<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.0
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}

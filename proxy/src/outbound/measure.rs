@@ -1,0 +1,195 @@
+//! Per-service, per-symbol outbound metrics: every request counted once (not per attempt) by
+//! status class, timed to its response headers, and gRPC answers counted by their
+//! `grpc-status`, whether an instance or berth itself gave it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use berth_core::Symbol;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::HeaderMap;
+use http_body::{Frame, SizeHint};
+use prometheus::{Histogram, IntCounter, IntCounterVec};
+use tokio::time::Instant;
+
+use super::Error;
+use super::discovery::Service;
+use super::retry::Answer;
+use super::route::Routed;
+use crate::body::{self, Body, BoxError, GrpcStatus, HttpResponse};
+use crate::metrics::{Metrics, STATUS_CLASSES, class_index};
+
+/// The label of requests that reached no instance.
+const NO_SYMBOL: &str = "none";
+
+/// One symbol's metric handles.
+#[derive(Debug)]
+struct SymbolHandles {
+    duration: Histogram,
+    by_class: [IntCounter; 5],
+}
+
+/// A service's metric handles per symbol, looked up once each; read without a lock.
+#[derive(Debug, Default)]
+pub struct Handles(ArcSwap<Vec<(Symbol, Arc<SymbolHandles>)>>);
+
+impl Handles {
+    fn get(&self, metrics: &Metrics, service: &str, symbol: &str) -> Arc<SymbolHandles> {
+        if let Some((_, h)) = self.0.load().iter().find(|(s, _)| s.as_str() == symbol) {
+            return h.clone();
+        }
+        let handles = Arc::new(SymbolHandles {
+            duration: metrics.outbound_duration.with_label_values(&[service, symbol]),
+            by_class: STATUS_CLASSES
+                .map(|class| metrics.outbound_requests.with_label_values(&[service, symbol, class])),
+        });
+        let key: Symbol = symbol.parse().unwrap_or_default();
+        self.0.rcu(|list| {
+            let mut list = Vec::clone(list);
+            if !list.iter().any(|(s, _)| *s == key) {
+                list.push((key.clone(), handles.clone()));
+            }
+            list
+        });
+        handles
+    }
+}
+
+/// The metrics layer.
+#[derive(Clone, Debug)]
+pub struct Measure<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S> Measure<S> {
+    pub fn new(inner: S, metrics: Metrics) -> Self {
+        Measure { inner, metrics }
+    }
+}
+
+impl<S> tower::Service<Routed> for Measure<S>
+where
+    S: tower::Service<Routed, Response = Answer, Error = Error>,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<HttpResponse, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, routed: Routed) -> Self::Future {
+        let started = Instant::now();
+        let service = routed.service.clone();
+        let grpc = routed.request.grpc;
+        let fallback = routed.explicit.clone();
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(routed);
+        Box::pin(async move {
+            let outcome = fut.await;
+            let symbol = match &outcome {
+                Ok(a) => Some(a.symbol.clone()),
+                Err(Error::Exhausted { symbol, .. }) => symbol.clone(),
+                Err(_) => None,
+            }
+            .or(fallback);
+            let symbol = symbol.as_ref().map_or(NO_SYMBOL, Symbol::as_str);
+            let handles = service.handles.get(&metrics, &service.name, symbol);
+            let status = match &outcome {
+                Ok(a) => a.response.status(),
+                Err(e) => e.status_and_code().0,
+            };
+            handles.duration.observe(started.elapsed().as_secs_f64());
+            handles.by_class[class_index(status)].inc();
+            match outcome {
+                Ok(Answer { response, .. }) if grpc => Ok(count_grpc(response, &metrics, &service, symbol)),
+                Ok(Answer { response, .. }) => Ok(response),
+                Err(e) => {
+                    if grpc {
+                        let status = match &e {
+                            Error::Answered { .. } => GrpcStatus::Unavailable,
+                            e => GrpcStatus::for_http(e.status_and_code().0),
+                        };
+                        grpc_counter(
+                            &metrics.outbound_grpc,
+                            &service,
+                            symbol,
+                            status.code().to_string().as_str(),
+                        )
+                        .inc();
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+fn grpc_counter(vec: &IntCounterVec, service: &Service, symbol: &str, status: &str) -> IntCounter {
+    vec.with_label_values(&[&service.name, symbol, status])
+}
+
+/// Counts a gRPC response by its `grpc-status`: in its headers (a trailers-only answer) or, once
+/// the body ends, in its trailers.
+fn count_grpc(resp: HttpResponse, metrics: &Metrics, service: &Service, symbol: &str) -> HttpResponse {
+    let (parts, inner) = resp.into_parts();
+    let counter = metrics.outbound_grpc.clone();
+    let labels = [service.name.clone(), symbol.to_owned()];
+    if let Some(status) = grpc_status(&parts.headers) {
+        counter.with_label_values(&[&labels[0], &labels[1], status]).inc();
+        return HttpResponse::from_parts(parts, inner);
+    }
+    let body = GrpcCounted { inner, counter: Some((counter, labels)) };
+    HttpResponse::from_parts(parts, body::boxed(body))
+}
+
+/// A bounded label: the status if it is one of gRPC's 17, else `other`.
+fn grpc_status(headers: &HeaderMap) -> Option<&'static str> {
+    const CODES: [&str; 17] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
+    let v = headers.get("grpc-status")?;
+    Some(CODES.iter().find(|c| c.as_bytes() == v.as_bytes()).copied().unwrap_or("other"))
+}
+
+pin_project_lite::pin_project! {
+    /// A gRPC response body that counts its status when its trailers pass.
+    struct GrpcCounted {
+        #[pin]
+        inner: Body,
+        counter: Option<(IntCounterVec, [String; 2])>,
+    }
+}
+
+impl http_body::Body for GrpcCounted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(status) = f.trailers_ref().and_then(grpc_status)
+            && let Some((counter, labels)) = this.counter.take()
+        {
+            counter.with_label_values(&[&labels[0], &labels[1], status]).inc();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,221 @@
+//! The first layer of the outbound path: which service and symbol a request is for.
+//!
+//! It resolves the target (proxy form, `Host`, path prefix), the symbol the request names
+//! itself (`x-berth-symbol` or the prefix), follows the service on first use, and prepares the
+//! parts every attempt sends again: hop-by-hop fields removed, the body wrapped so that a
+//! bounded copy is kept for a retry ([`Replay`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use berth_core::Symbol;
+use futures_util::future::BoxFuture;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::discovery::Service;
+use super::replay::Replay;
+use super::{Error, Outbound, RETRYABLE_HEADER, SYMBOL_HEADER, target};
+use crate::body::{self, Body, HttpResponse};
+use crate::{headers, upgrade};
+
+/// How long a request waits for a service's first instance set.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
+
+/// A request once its service is known: what the layers below it work with.
+#[derive(Debug)]
+pub struct Routed {
+    pub service: Arc<Service>,
+    /// The parts every attempt sends.
+    pub request: Arc<Prepared>,
+    /// A symbol the request names itself.
+    pub explicit: Option<Symbol>,
+    // A lane (the symbol following the request down the call chain) will be resolved here too.
+    pub body: Payload,
+}
+
+/// A request's body as the attempts share it.
+#[derive(Debug)]
+pub enum Payload {
+    /// No body: every attempt sends an empty one, and any attempt may be hedged.
+    Empty,
+    /// A body streamed to the first attempt while a bounded copy is kept.
+    Replay(Replay),
+}
+
+impl Payload {
+    /// A body for one more attempt; `None` when the body was sent and not kept.
+    pub fn for_attempt(&self) -> Option<Body> {
+        match self {
+            Payload::Empty => Some(body::empty()),
+            Payload::Replay(r) => r.try_clone().map(body::boxed),
+        }
+    }
+
+    /// Whether the body can still be sent again (it was kept, or not sent yet).
+    pub fn can_resend(&self) -> bool {
+        match self {
+            Payload::Empty => true,
+            Payload::Replay(r) => r.can_clone(),
+        }
+    }
+
+    /// Whether a hedged attempt can send the body now, beside the first.
+    pub fn complete(&self) -> bool {
+        match self {
+            Payload::Empty => true,
+            Payload::Replay(r) => r.is_complete(),
+        }
+    }
+}
+
+/// The parts of a request that every attempt sends again.
+#[derive(Debug)]
+pub struct Prepared {
+    pub method: Method,
+    pub headers: HeaderMap,
+    /// What the provider sees as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+    pub host: HeaderValue,
+    authority: Option<Authority>,
+    pub path: PathAndQuery,
+    /// Whether the request may be sent twice (its method, or `x-berth-retryable: true`).
+    pub idempotent: bool,
+    /// Whether the app asked for a gRPC answer (its errors come as a gRPC status).
+    pub grpc: bool,
+    /// The app's side of an HTTP/1.1 upgrade, taken by the attempt that gets the 101.
+    pub upgrade: Option<Mutex<Option<OnUpgrade>>>,
+}
+
+impl Prepared {
+    /// The request for one attempt, in the form the connection speaks.
+    pub fn request(&self, h2: bool, body: Body) -> Result<Request<Body>, Error> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone();
+        if h2 {
+            let authority = self.authority.clone().ok_or_else(|| {
+                Error::BadRequest(format!("{:?} is not a valid authority for HTTP/2", self.host))
+            })?;
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(self.path.clone());
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::BadRequest(e.to_string()))?;
+            *req.version_mut() = Version::HTTP_2;
+        } else {
+            *req.uri_mut() = Uri::from(self.path.clone());
+            *req.version_mut() = Version::HTTP_11;
+            req.headers_mut().insert(HOST, self.host.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) || headers.get(RETRYABLE_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+}
+
+/// The route layer.
+#[derive(Clone, Debug)]
+pub struct Route<S> {
+    inner: S,
+    outbound: Arc<Outbound>,
+}
+
+impl<S> Route<S> {
+    pub fn new(inner: S, outbound: Arc<Outbound>) -> Self {
+        Route { inner, outbound }
+    }
+}
+
+impl<S> tower::Service<Request<Incoming>> for Route<S>
+where
+    S: tower::Service<Routed, Response = HttpResponse, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = HttpResponse;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<HttpResponse, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let outbound = self.outbound.clone();
+        Box::pin(async move {
+            outbound.used.store(true, Ordering::Relaxed);
+            let routed = route(&outbound, req).await?;
+            inner.call(routed).await
+        })
+    }
+}
+
+async fn route(outbound: &Outbound, mut req: Request<Incoming>) -> Result<Routed, Error> {
+    if req.method() == Method::CONNECT {
+        return Err(Error::ConnectUnsupported);
+    }
+    let host_header = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    let target = target::resolve(req.uri(), host_header).map_err(|e| match e {
+        target::TargetError::BadSymbol(detail) => Error::BadSymbol(format!("the path prefix: {detail}")),
+        e => Error::NoService(e),
+    })?;
+    let explicit = match req.headers().get(SYMBOL_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .unwrap_or("")
+                .parse::<Symbol>()
+                .map_err(|e| Error::BadSymbol(format!("{SYMBOL_HEADER}: {e}")))?,
+        ),
+        None => target.symbol,
+    };
+    let service = outbound.discovery.service(&target.service).await.map_err(Error::TooManyServices)?;
+    if !service.is_ready()
+        && let Err(detail) = service.ready(DISCOVERY_WAIT).await
+    {
+        return Err(Error::RegistryUnavailable {
+            service: service.name.clone(),
+            namespace: outbound.discovery.namespace().to_owned(),
+            detail,
+        });
+    }
+    let upgrade = upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
+    let protocol = upgrade.as_ref().and_then(|_| upgrade::protocol(req.headers()));
+    let grpc = body::is_grpc(req.headers());
+    let (mut parts, incoming) = req.into_parts();
+    let idempotent = is_idempotent(&parts.method, &parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        upgrade::restore(&mut parts.headers, p);
+    }
+    parts.headers.remove(HOST);
+    let host = HeaderValue::from_str(&target.host)
+        .map_err(|_| Error::BadRequest(format!("{:?} is not a valid host", target.host)))?;
+    let authority = Authority::try_from(target.host.as_str()).ok();
+    let body = if incoming.is_end_stream() || incoming.size_hint().exact() == Some(0) {
+        Payload::Empty
+    } else {
+        Payload::Replay(Replay::new(body::boxed(incoming)))
+    };
+    let request = Prepared {
+        method: parts.method,
+        headers: parts.headers,
+        host,
+        authority,
+        path: target.path,
+        idempotent,
+        grpc,
+        upgrade: upgrade.map(|u| Mutex::new(Some(u))),
+    };
+    Ok(Routed { service, request: Arc::new(request), explicit, body })
+}
