@@ -148,6 +148,12 @@ pub struct Endpoint {
     draining_of: AtomicU64,
     idle: Mutex<Vec<Idle>>,
     shared: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while an HTTP/2 connection is being made: requests arriving meanwhile wait for it
+    /// rather than each opening a connection of their own.
+    connecting: tokio::sync::Mutex<()>,
+    /// HTTP/2 connects finished, and why the last failed one did.
+    connect_attempts: AtomicU64,
+    connect_failure: Mutex<String>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -179,6 +185,9 @@ impl Endpoint {
             draining_of: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             shared: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            connect_attempts: AtomicU64::new(0),
+            connect_failure: Mutex::new(String::new()),
         }
     }
 
@@ -301,24 +310,49 @@ impl Endpoint {
     /// A connection: a pooled one if one is ready, else a new one.
     pub async fn checkout(self: &Arc<Self>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         if self.h2 {
-            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(conn) = shared.filter(|c| c.is_ready()) {
-                return Ok(Conn::H2(conn));
-            }
-        } else {
-            loop {
-                let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(mut idle) = idle else { break };
-                if idle.since.elapsed() < self.idle_timeout
-                    && tokio::time::timeout(Duration::from_millis(20), idle.conn.ready())
-                        .await
-                        .is_ok_and(|r| r.is_ok())
-                {
-                    return Ok(Conn::H1(idle.conn));
-                }
+            return self.checkout_h2(connect_timeout).await;
+        }
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut idle) = idle else { break };
+            if idle.since.elapsed() < self.idle_timeout
+                && tokio::time::timeout(Duration::from_millis(20), idle.conn.ready())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(Conn::H1(idle.conn));
             }
         }
-        self.connect(connect_timeout, self.h2).await
+        self.connect(connect_timeout, false).await
+    }
+
+    /// The shared HTTP/2 connection, made by one request at a time: those arriving meanwhile
+    /// wait for it, and share its failure rather than each waiting out a connect of its own.
+    async fn checkout_h2(self: &Arc<Self>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+        if let Some(conn) = self.shared_ready() {
+            return Ok(Conn::H2(conn));
+        }
+        let attempts = self.connect_attempts.load(Ordering::Acquire);
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.shared_ready() {
+            return Ok(Conn::H2(conn));
+        }
+        if self.connect_attempts.load(Ordering::Acquire) != attempts {
+            let detail = self.connect_failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Err(ConnectError { addr: self.addr, detail });
+        }
+        let made = self.connect(connect_timeout, true).await;
+        if let Err(e) = &made {
+            e.detail.clone_into(&mut self.connect_failure.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        self.connect_attempts.fetch_add(1, Ordering::Release);
+        made
+    }
+
+    /// The shared HTTP/2 connection, if it takes requests.
+    fn shared_ready(&self) -> Option<http2::SendRequest<Body>> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.as_ref().filter(|c| c.is_ready()).cloned()
     }
 
     /// An HTTP/1.1 connection of its own, even to an endpoint that speaks HTTP/2: for an

@@ -1,0 +1,505 @@
+//! Faults on the outbound path, made for real: a provider frozen with SIGSTOP (no RST, its
+//! connections stay open, nothing answers), a poison request on a shared sidecar-to-sidecar
+//! connection, clients that hang up, slow and unreachable instances — through a consumer
+//! sidecar under load.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{App, Proc, Rnacos, Sidecar, eventually};
+
+const T: Duration = Duration::from_secs(20);
+/// Longer than any request of the load may take: past it the request fails the test.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A provider instance: the sample app behind its sidecar.
+pub struct Provider {
+    pub sidecar: Sidecar,
+    pub app: App,
+}
+
+pub async fn provider(registry: &str, service: &str, symbol: &str, name: &str, extra: &[&str]) -> Provider {
+    let app = App::start(name).await;
+    let mut args = vec!["--symbol", symbol];
+    args.extend_from_slice(extra);
+    let sidecar = Sidecar::start(service, app.addr.port(), registry, &args).await;
+    sidecar.wait_ready(T).await;
+    Provider { sidecar, app }
+}
+
+/// Waits until `consumer` sees `n` instances of `service`.
+pub async fn sees(consumer: &Sidecar, service: &str, n: usize) {
+    eventually(T, &format!("the consumer sees {n} instances of {service}"), || async {
+        consumer.endpoints().await["services"][service]["instances"].as_array().is_some_and(|a| a.len() == n)
+    })
+    .await;
+}
+
+/// The state the consumer gives the instance at `addr`.
+async fn state_of(consumer: &Sidecar, service: &str, addr: SocketAddr) -> Option<String> {
+    let endpoints = consumer.endpoints().await;
+    endpoints["services"][service]["instances"].as_array()?.iter().find_map(|i| {
+        (i["addr"] == addr.to_string()).then(|| i["state"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+/// Sends a signal; for drop paths, where a failure must not panic.
+fn signal_quietly(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Processes frozen with SIGSTOP, resumed (SIGCONT) when this drops, even on a panic, so that
+/// they can be killed and reaped.
+struct Frozen(Vec<u32>);
+
+impl Frozen {
+    fn freeze(procs: &[&Proc]) -> Frozen {
+        for p in procs {
+            p.signal("STOP");
+        }
+        Frozen(procs.iter().map(|p| p.pid()).collect())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            signal_quietly(*pid, "CONT");
+        }
+    }
+}
+
+/// What a closed-loop load saw.
+#[derive(Debug, Default)]
+struct Tally {
+    by_app: HashMap<String, usize>,
+    failures: Vec<String>,
+    slowest: Duration,
+}
+
+/// `clients` closed-loop clients GETting `url` through `proxy` until `until`.
+fn load(
+    proxy: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    until: Instant,
+) -> tokio::task::JoinHandle<Tally> {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let (proxy, url, tally) = (proxy.clone(), url.to_owned(), tally.clone());
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let started = Instant::now();
+                let outcome = match proxy.get(&url).timeout(CLIENT_TIMEOUT).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        Ok(r.headers()["x-app-name"].to_str().unwrap_or_default().to_owned())
+                    }
+                    Ok(r) => Err(format!("{} {:?}", r.status(), r.headers().get("x-berth-error"))),
+                    Err(e) => Err(format!("{e}")),
+                };
+                let took = started.elapsed();
+                let mut t = tally.lock().unwrap();
+                t.slowest = t.slowest.max(took);
+                match outcome {
+                    Ok(app) => *t.by_app.entry(app).or_default() += 1,
+                    Err(e) => t.failures.push(e),
+                }
+            }
+        }));
+    }
+    tokio::spawn(async move {
+        for w in workers {
+            w.await.unwrap();
+        }
+        Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
+    })
+}
+
+/// A frozen provider among three, under load: its idempotent requests are hedged or retried
+/// elsewhere (none fails, none waits past the client's timeout), its HTTP/2 PINGs go
+/// unanswered and it is ejected while the registry still lists it; a POST sent to it fails
+/// fast, as a broken connection that was not retried, not at the request timeout.
+#[tokio::test]
+async fn a_frozen_provider_is_ejected_and_costs_no_idempotent_request() {
+    let nacos = Rnacos::start().await;
+    let registry = nacos.url();
+    let _a = provider(&registry, "stock", "stable", "a", &[]).await;
+    let _b = provider(&registry, "stock", "stable", "b", &[]).await;
+    let victim = provider(&registry, "stock", "blue", "victim", &[]).await;
+    nacos
+        .publish_config(
+            "berth.traffic.stock",
+            r#"{"schema":1,"version":1,"weights":{"stable":67,"blue":33}}"#,
+        )
+        .await;
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &["--services", "stock"]).await;
+    sees(&consumer, "stock", 3).await;
+    eventually(T, "the policy applies", || async {
+        consumer.endpoints().await["services"]["stock"]["policy"]["version"] == 1
+    })
+    .await;
+    let proxy = consumer.outbound_client();
+    let started = Instant::now();
+    let running = load(&proxy, "http://stock/slow?ms=10", 8, started + Duration::from_secs(12));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let frozen = Frozen::freeze(&[&victim.sidecar.proc, &victim.app.proc]);
+    let frozen_at = Instant::now();
+    // Pinned to the victim's symbol, before anything has noticed.
+    let post = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            let started = Instant::now();
+            let resp = proxy
+                .post("http://stock/echo")
+                .header("x-berth-symbol", "blue")
+                .body("order 7")
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .unwrap();
+            let code = resp.headers().get("x-berth-error").map(|v| v.to_str().unwrap().to_owned());
+            (resp.status(), code, resp.text().await.unwrap(), started.elapsed())
+        }
+    });
+    let mut ejected_while_listed = None;
+    while ejected_while_listed.is_none() && frozen_at.elapsed() < Duration::from_secs(9) {
+        if state_of(&consumer, "stock", victim.sidecar.inbound).await.as_deref() == Some("ejected") {
+            ejected_while_listed =
+                Some((frozen_at.elapsed(), nacos.lists("stock", victim.sidecar.inbound).await));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tally = running.await.unwrap();
+    let (status, code, body, post_took) = post.await.unwrap();
+    drop(frozen);
+    eprintln!(
+        "frozen provider: {} answered, {} failed, slowest {:?}; ejected {:?} after the freeze; POST {status} after {post_took:?}: {body}",
+        tally.by_app.values().sum::<usize>(),
+        tally.failures.len(),
+        tally.slowest,
+        ejected_while_listed.map(|e| e.0),
+    );
+    assert!(tally.failures.is_empty(), "idempotent requests failed: {:?}", tally.failures);
+    assert!(tally.by_app["victim"] > 0 && tally.by_app["a"] > 0, "{:?}", tally.by_app);
+    let (_, listed) = ejected_while_listed.expect("the frozen instance was never ejected");
+    assert!(listed, "the instance was ejected only after the registry dropped it");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(code.as_deref(), Some("upstream-reset"), "{body}");
+    assert!(body.contains("not idempotent") && body.contains(&victim.sidecar.inbound.to_string()), "{body}");
+    let m = consumer.metrics().await;
+    assert!(m.contains(r#"berth_outbound_ejections_total{service="stock"}"#), "{m}");
+}
+
+/// The value of metric `name` with exactly `labels` in Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let mut got: Vec<String> =
+                rest.trim_end_matches('}').split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            got.sort();
+            (n == name && got == want).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// One provider sidecar, a consumer sidecar calling it; a directory registry.
+async fn pair(
+    dir: &tempfile::TempDir,
+    service: &str,
+    provider_args: &[&str],
+    consumer_args: &[&str],
+) -> (Provider, Sidecar, App) {
+    let registry = crate::support::dir_registry(dir);
+    let p = provider(&registry, service, "stable", "p", provider_args).await;
+    let capp = App::start("consumer").await;
+    let mut args = vec!["--services", service];
+    args.extend_from_slice(consumer_args);
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &args).await;
+    sees(&consumer, service, 1).await;
+    (p, consumer, capp)
+}
+
+/// A request whose header list the provider's HTTP/2 server would refuse is refused by the
+/// consumer's sidecar itself, with 431: the connection it would have killed, and the slow
+/// requests multiplexed on it, carry on.
+#[tokio::test]
+async fn an_oversized_header_is_refused_locally_and_spares_the_shared_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, consumer, _capp) = pair(&dir, "cart", &[], &["--no-hedge"]).await;
+    let proxy = consumer.outbound_client();
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            let proxy = proxy.clone();
+            tokio::spawn(
+                async move { proxy.get("http://cart/slow?ms=2500").send().await.map(|r| r.status()) },
+            )
+        })
+        .collect();
+    let inbound = |m: &str, name: &str| metric(m, name, &[("direction", "inbound")]);
+    eventually(T, "five slow requests in flight at the provider", || async {
+        inbound(&provider.sidecar.metrics().await, "berth_requests_in_flight") == 5.0
+    })
+    .await;
+    // Sidecar to sidecar is HTTP/2: the five share one connection.
+    assert_eq!(inbound(&provider.sidecar.metrics().await, "berth_connections_open"), 1.0);
+    let big = "x".repeat(70 * 1024);
+    let resp = proxy.get("http://cart/").header("x-big", &big).send().await.unwrap();
+    let (status, code) = (resp.status(), resp.headers().get("x-berth-error").cloned());
+    let body = resp.text().await.unwrap();
+    let mut shared = Vec::new();
+    for s in slow {
+        shared.push(s.await.unwrap().map_err(|e| e.to_string()));
+    }
+    assert!(
+        shared.iter().all(|s| s.as_ref().is_ok_and(|s| *s == 200)),
+        "requests sharing the connection: {shared:?}"
+    );
+    assert_eq!(status, 431, "{body}");
+    assert_eq!(code.unwrap(), "headers-too-large");
+    assert!(body.contains("16384"), "{body}");
+    // The same header through HTTP/1.1 to an app that takes it is not refused.
+    assert_eq!(
+        proxy.get("http://cart/").header("x-small", "y".repeat(8 * 1024)).send().await.unwrap().status(),
+        200
+    );
+}
+
+/// Clients that hang up leave no request counted in flight, so a sidecar drained while its app
+/// exits stops once its drain is quiet, not at --drain-timeout.
+#[tokio::test]
+async fn aborted_outbound_requests_leak_no_in_flight_count_and_the_drain_ends_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let drain = ["--drain-min", "1s", "--drain-quiet", "500ms", "--drain-timeout", "60s"];
+    let (_provider, mut consumer, mut capp) = pair(&dir, "slowpoke", &[], &drain).await;
+    consumer.wait_ready(T).await;
+    let proxy = consumer.outbound_client();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                proxy.get("http://slowpoke/slow?ms=30000").send().await.map(|r| r.status())
+            })
+        })
+        .collect();
+    let outbound = |m: &str| metric(m, "berth_requests_in_flight", &[("direction", "outbound")]);
+    eventually(T, "three outbound calls in flight", || async { outbound(&consumer.metrics().await) == 3.0 })
+        .await;
+    for c in calls {
+        c.abort();
+    }
+    eventually(T, "the outbound in-flight count returns to 0", || async {
+        outbound(&consumer.metrics().await) == 0.0
+    })
+    .await;
+    capp.proc.kill();
+    consumer.proc.signal("TERM");
+    // drain-min + drain-quiet + a little, far below drain-timeout.
+    let status = consumer.proc.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{}", consumer.proc.output());
+}
+
+/// The request timeout answers 504 for the whole request; the per-attempt timeout moves an
+/// idempotent request on, counts against the instance, and ends in a 504 once nothing is left.
+#[tokio::test]
+async fn request_and_attempt_timeouts_answer_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, consumer, _capp) = pair(&dir, "sloth", &[], &["--request-timeout", "500ms", "--no-hedge"]).await;
+    let resp = consumer.outbound_client().get("http://sloth/slow?ms=3000").send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers()["x-berth-error"], "timeout");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("`sloth` did not answer within 500ms"), "{body}");
+
+    let registry = crate::support::dir_registry(&dir);
+    let _q = provider(&registry, "sloth", "stable", "q", &[]).await;
+    let capp = App::start("consumer-2").await;
+    let args = ["--services", "sloth", "--attempt-timeout", "300ms", "--no-hedge", "--eject-after", "100"];
+    let consumer = Sidecar::start("consumer-2", capp.addr.port(), &registry, &args).await;
+    sees(&consumer, "sloth", 2).await;
+    let proxy = consumer.outbound_client();
+    let resp = proxy.get("http://sloth/slow?ms=3000").send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers()["x-berth-error"], "timeout");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("did not answer within 300ms"), "{body}");
+    let m = consumer.metrics().await;
+    assert_eq!(
+        metric(&m, "berth_outbound_retries_total", &[("service", "sloth"), ("reason", "timeout")]),
+        1.0,
+        "{m}"
+    );
+    // A fast request still answers: the timeout is per attempt, not per instance.
+    assert_eq!(proxy.get("http://sloth/slow?ms=10").send().await.unwrap().status(), 200);
+}
+
+/// A broken instance (every connection closed unanswered) and a good one; retries of
+/// idempotent requests stop when the budget is spent, and every retry is counted exactly once.
+#[tokio::test]
+async fn retries_stop_when_the_budget_is_spent_and_are_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let _good = provider(&registry, "orders", "stable", "good", &[]).await;
+    let broken = App::start_with("broken", 0, &["--reset"]).await;
+    crate::support::register_in_dir(&dir, "orders", &broken, "canary");
+    let capp = App::start("consumer").await;
+    let args = [
+        "--services",
+        "orders",
+        "--eject-after",
+        "1000",
+        "--no-hedge",
+        "--retry-budget",
+        "20",
+        "--retry-min-per-second",
+        "0",
+    ];
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &args).await;
+    sees(&consumer, "orders", 2).await;
+    let proxy = consumer.outbound_client();
+    let retries = |m: &str, reason: &str| {
+        metric(m, "berth_outbound_retries_total", &[("service", "orders"), ("reason", reason)])
+    };
+
+    // A POST that is not retried is not counted as a retry.
+    let post =
+        proxy.post("http://orders/echo").header("x-berth-symbol", "canary").body("x").send().await.unwrap();
+    assert_eq!(post.status(), 502);
+    assert_eq!(retries(&consumer.metrics().await, "reset"), 0.0);
+
+    let (mut ok, mut spent) = (0, 0);
+    for _ in 0..30 {
+        let resp = proxy.get("http://orders/").header("x-berth-symbol", "canary").send().await.unwrap();
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            502 => {
+                let body = resp.text().await.unwrap();
+                assert!(body.contains("the retry budget is spent"), "{body}");
+                spent += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let m = consumer.metrics().await;
+    // 20% of 31 requests, give or take the budget's rounding.
+    assert!((4..=8).contains(&ok), "retried {ok} of 30 (spent: {spent})");
+    assert_eq!(retries(&m, "reset"), f64::from(ok), "each retry counted once:\n{m}");
+    let requests = |symbol: &str, class: &str| {
+        metric(
+            &m,
+            "berth_outbound_requests_total",
+            &[("service", "orders"), ("symbol", symbol), ("status_class", class)],
+        )
+    };
+    assert_eq!(
+        requests("stable", "2xx"),
+        f64::from(ok),
+        "a retried request counts once, by where it was answered"
+    );
+    assert_eq!(requests("canary", "5xx"), f64::from(spent + 1));
+    let count = |symbol: &str| {
+        metric(
+            &m,
+            "berth_outbound_request_duration_seconds_count",
+            &[("service", "orders"), ("symbol", symbol)],
+        )
+    };
+    assert_eq!(count("stable") + count("canary"), 31.0);
+}
+
+/// `/endpoints` shows each instance's load, latency and effective weight: a warming instance
+/// next to a warm one gets a fraction of its registry weight; an instance with a request in
+/// flight shows it.
+#[tokio::test]
+async fn endpoints_show_load_latency_and_effective_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let warm = provider(&registry, "menu", "stable", "warm", &["--warmup", "0s"]).await;
+    let warming = provider(&registry, "menu", "stable", "warming", &["--warmup", "10m"]).await;
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &["--services", "menu"]).await;
+    sees(&consumer, "menu", 2).await;
+    let proxy = consumer.outbound_client();
+    for _ in 0..20 {
+        assert_eq!(proxy.get("http://menu/").send().await.unwrap().status(), 200);
+    }
+    let slow = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            proxy
+                .get("http://menu/slow?ms=1500")
+                .header("x-berth-symbol", "stable")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let instance = |doc: &serde_json::Value, addr: SocketAddr| {
+        doc["services"]["menu"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["addr"] == addr.to_string())
+            .cloned()
+            .unwrap()
+    };
+    eventually(T, "the slow request shows in flight", || async {
+        let doc = consumer.endpoints().await;
+        [&warm, &warming].iter().any(|p| instance(&doc, p.sidecar.inbound)["in_flight"] == 1)
+    })
+    .await;
+    let doc = consumer.endpoints().await;
+    let (w, c) = (instance(&doc, warm.sidecar.inbound), instance(&doc, warming.sidecar.inbound));
+    assert_eq!(w["state"], "serving", "{doc}");
+    assert_eq!(c["state"], "warming", "{doc}");
+    assert_eq!((w["weight"].as_f64(), c["weight"].as_f64()), (Some(1.0), Some(1.0)));
+    assert_eq!(w["effective_weight"].as_f64(), Some(1.0));
+    let e = c["effective_weight"].as_f64().unwrap();
+    assert!((0.05..0.1).contains(&e), "a warming instance's effective weight: {e}");
+    let busy = if w["in_flight"] == 1 { &w } else { &c };
+    assert!(
+        busy["load"].as_f64().unwrap() > busy["ewma_ms"].as_f64().unwrap() * 1.9,
+        "load = latency × (in flight + 1): {busy}"
+    );
+    assert!(w["ewma_ms"].as_f64().unwrap() > 0.0, "{w}");
+    assert!(doc["services"]["menu"]["hedge_after_ms"].as_f64().unwrap() >= 50.0, "{doc}");
+    assert_eq!(slow.await.unwrap(), 200);
+}
+
+/// The app may speak HTTP/2 (h2c, prior knowledge) to the outbound port, and the consumer speaks
+/// HTTP/2 to an instance's sidecar: many requests, one connection.
+#[tokio::test]
+async fn outbound_speaks_h2c_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, consumer, _capp) = pair(&dir, "chat", &[], &[]).await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let url = format!("http://{}/chat.stable/slow?ms=800", consumer.outbound);
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (h2, url) = (h2.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = h2.get(&url).send().await.unwrap();
+                (r.version(), r.status(), r.headers()["x-app-name"].to_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    let inbound = |m: &str, name: &str| metric(m, name, &[("direction", "inbound")]);
+    eventually(T, "four requests in flight at the provider", || async {
+        inbound(&provider.sidecar.metrics().await, "berth_requests_in_flight") == 4.0
+    })
+    .await;
+    assert_eq!(inbound(&provider.sidecar.metrics().await, "berth_connections_open"), 1.0, "multiplexed");
+    for c in calls {
+        assert_eq!(c.await.unwrap(), (reqwest::Version::HTTP_2, reqwest::StatusCode::OK, "p".to_owned()));
+    }
+}
