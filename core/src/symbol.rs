@@ -22,9 +22,11 @@ impl Symbol {
         &self.0
     }
 
-    /// `stable`.
+    /// `stable` (one shared allocation: the default symbol is on every request's path).
     pub fn stable() -> Self {
-        Symbol(Arc::from(Self::DEFAULT))
+        static STABLE: std::sync::LazyLock<Symbol> =
+            std::sync::LazyLock::new(|| Symbol(Arc::from(Symbol::DEFAULT)));
+        STABLE.clone()
     }
 }
 
@@ -51,6 +53,9 @@ impl FromStr for Symbol {
     type Err = InvalidSymbol;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == Self::DEFAULT {
+            return Ok(Self::stable());
+        }
         let first_ok = s.chars().next().ok_or(InvalidSymbol::Empty)?.is_ascii_alphanumeric();
         if s.len() > 63 {
             return Err(InvalidSymbol::TooLong(s.to_owned()));

@@ -79,6 +79,36 @@ pub struct KeepAlive {
     pub timeout: Duration,
 }
 
+/// One service's answer times (RFC 6298's smoothed estimate and deviation), in µs.
+#[derive(Debug, Default)]
+pub struct Latency {
+    srtt: AtomicU64,
+    rttvar: AtomicU64,
+}
+
+impl Latency {
+    /// Adds one answer time.
+    pub fn observe(&self, sample: Duration) {
+        let r = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX).max(1);
+        let srtt = self.srtt.load(Ordering::Relaxed);
+        let (srtt, rttvar) = if srtt == 0 {
+            (r, r / 2)
+        } else {
+            let rttvar = self.rttvar.load(Ordering::Relaxed);
+            (srtt - srtt / 8 + r / 8, rttvar - rttvar / 4 + srtt.abs_diff(r) / 4)
+        };
+        // Racing updates may lose a sample; the estimate stays a fair one.
+        self.srtt.store(srtt, Ordering::Relaxed);
+        self.rttvar.store(rttvar, Ordering::Relaxed);
+    }
+
+    /// The usual answer time, once something was answered.
+    pub fn usual(&self) -> Option<Duration> {
+        let srtt = self.srtt.load(Ordering::Relaxed);
+        (srtt != 0).then(|| Duration::from_micros(srtt + 4 * self.rttvar.load(Ordering::Relaxed)))
+    }
+}
+
 /// What an outbound endpoint needs besides its address.
 #[derive(Clone, Debug)]
 pub struct PeerSettings {
@@ -86,6 +116,8 @@ pub struct PeerSettings {
     pub keepalive: Option<KeepAlive>,
     /// Counts ejections (`berth_outbound_ejections_total{service}`).
     pub ejections: Option<prometheus::IntCounter>,
+    /// The service's answer times, which every answer of the endpoint feeds too.
+    pub service_latency: Option<Arc<Latency>>,
 }
 
 impl Default for PeerSettings {
@@ -94,15 +126,21 @@ impl Default for PeerSettings {
             ejection: Ejection { after: u32::MAX, base: Duration::ZERO },
             keepalive: None,
             ejections: None,
+            service_latency: None,
         }
     }
 }
 
 /// Milliseconds on a monotonic clock (tokio's, so paused-time tests move it), never 0.
 pub fn clock_ms() -> u64 {
+    clock_ms_at(Instant::now())
+}
+
+/// [`clock_ms`] at `now`.
+fn clock_ms_at(now: Instant) -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(|| Instant::now() - Duration::from_millis(1));
-    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    let base = *BASE.get_or_init(|| now - Duration::from_millis(1));
+    u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A connection ready for one request.
@@ -220,10 +258,9 @@ impl Endpoint {
         self.rtt_micros(now_ms) * f64::from(self.in_flight() + 1)
     }
 
-    fn observe(&self, latency: Duration, peak_only: bool) {
+    fn observe(&self, latency: Duration, now: u64, peak_only: bool) {
         #[allow(clippy::cast_precision_loss)]
         let sample = latency.as_micros() as f64;
-        let now = clock_ms();
         let old = f64::from_bits(self.rtt_micros.load(Ordering::Relaxed));
         let at = self.rtt_at_ms.load(Ordering::Relaxed);
         let new = if sample > old {
@@ -439,10 +476,15 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// The response headers arrived: feed the latency estimate.
+    /// The response headers arrived: feed the latency estimates.
     pub fn answered(&mut self) {
         self.answered = true;
-        self.endpoint.observe(self.started.elapsed(), false);
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.started);
+        self.endpoint.observe(latency, clock_ms_at(now), false);
+        if let Some(service) = &self.endpoint.settings.service_latency {
+            service.observe(latency);
+        }
     }
 }
 
@@ -451,7 +493,8 @@ impl Drop for InFlight {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         // Given up on before any answer (a hedge won, the client left): at least this slow.
         if !self.answered {
-            self.endpoint.observe(self.started.elapsed(), true);
+            let now = Instant::now();
+            self.endpoint.observe(now.saturating_duration_since(self.started), clock_ms_at(now), true);
         }
     }
 }

@@ -503,3 +503,247 @@ async fn outbound_speaks_h2c_both_ways() {
         assert_eq!(c.await.unwrap(), (reqwest::Version::HTTP_2, reqwest::StatusCode::OK, "p".to_owned()));
     }
 }
+
+/// A network namespace joined to this one by a veth pair, removed when dropped (even on a
+/// panic). Only the addresses inside it are used; [`Netns::blackhole`] makes it drop every
+/// packet, as a dead node does.
+struct Netns {
+    name: String,
+    veth: String,
+    /// The address inside the namespace.
+    peer: std::net::Ipv4Addr,
+}
+
+fn run(args: &[&str]) {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Netns {
+    fn create() -> Netns {
+        // Unique per test process: names and a /30 of 10.200.0.0/13 from the pid.
+        let pid = std::process::id();
+        let (name, veth) = (format!("berth-bh-{pid}"), format!("bbh{}", pid % 1_000_000));
+        let (x, y) = (200 + (pid / 250 % 8) as u8, (pid % 250) as u8);
+        let host = format!("10.{x}.{y}.1");
+        let peer = std::net::Ipv4Addr::new(10, x, y, 2);
+        let ns = Netns { name: name.clone(), veth: veth.clone(), peer };
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", &format!("{veth}p")]);
+        run(&["ip", "link", "set", &format!("{veth}p"), "netns", &name]);
+        run(&["ip", "addr", "add", &format!("{host}/30"), "dev", &veth]);
+        run(&["ip", "link", "set", &veth, "up"]);
+        let inside = |args: &[&str]| run(&[&["ip", "netns", "exec", &name][..], args].concat());
+        inside(&["ip", "addr", "add", &format!("{peer}/30"), "dev", &format!("{veth}p")]);
+        inside(&["ip", "link", "set", &format!("{veth}p"), "up"]);
+        inside(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `berth ARGS` inside the namespace, with the environment the other tests give berth.
+    fn berth(&self) -> std::process::Command {
+        let base = crate::support::berth();
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_berth")]);
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+
+    /// Every packet into or out of the namespace is dropped from now on: no RST, no answer.
+    /// netem's 100% loss where the kernel has it, else a DROP rule inside the namespace.
+    fn blackhole(&self) {
+        let netem = std::process::Command::new("tc")
+            .args(["qdisc", "add", "dev", &self.veth, "root", "netem", "loss", "100%"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !netem {
+            // The namespace's own loopback keeps working: the provider's sidecar still sees its
+            // app healthy and stays registered, as on a node that lost its network.
+            for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+                run(&[
+                    "ip", "netns", "exec", &self.name, "iptables", "-A", chain, "!", dir, "lo", "-j", "DROP",
+                ]);
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.veth]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A provider on another "node" (a network namespace) whose packets are suddenly all dropped:
+/// the same as a frozen one — no idempotent request fails, it is ejected while the registry
+/// still lists it; and a new connection to it fails at the connect timeout and moves on, even
+/// for a POST (it was never sent).
+#[tokio::test]
+async fn a_blackholed_provider_is_ejected_and_connects_to_it_fail_over() {
+    let ns = Netns::create();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let policy = dir.path().join("public/config/BERTH");
+    std::fs::create_dir_all(&policy).unwrap();
+    std::fs::write(
+        policy.join("berth.traffic.stock"),
+        r#"{"schema":1,"version":1,"weights":{"stable":67,"blue":33}}"#,
+    )
+    .unwrap();
+    let _a = provider(&registry, "stock", "stable", "a", &[]).await;
+    let _b = provider(&registry, "stock", "stable", "b", &[]).await;
+    let mut cmd = ns.berth();
+    cmd.args(["sample-app", "--name", "victim", "--listen", "127.0.0.1:0"]);
+    let app = Proc::spawn("app victim (namespace)", cmd);
+    let line = app.wait_line("listening on ", T).await;
+    let app_port = line.rsplit(':').next().unwrap().trim().to_owned();
+    let mut cmd = ns.berth();
+    let at = format!("{}:0", ns.peer);
+    cmd.args(["proxy", "--service", "stock", "--symbol", "blue", "--app-port", &app_port])
+        .args(["--inbound", &at, "--admin", &at, "--outbound", "127.0.0.1:0", "--registry", &registry])
+        .env("POD_IP", ns.peer.to_string());
+    let victim = Sidecar::spawn("sidecar victim (namespace)", cmd).await;
+    victim.wait_ready(T).await;
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &["--services", "stock"]).await;
+    sees(&consumer, "stock", 3).await;
+    let proxy = consumer.outbound_client();
+    let running = load(&proxy, "http://stock/slow?ms=10", 8, Instant::now() + Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ns.blackhole();
+    let blackholed = Instant::now();
+    let mut ejected = None;
+    while ejected.is_none() && blackholed.elapsed() < Duration::from_secs(8) {
+        if state_of(&consumer, "stock", victim.inbound).await.as_deref() == Some("ejected") {
+            ejected = Some(blackholed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tally = running.await.unwrap();
+    eprintln!(
+        "blackholed provider: {} answered, {} failed, slowest {:?}; ejected {ejected:?} after the packets stopped",
+        tally.by_app.values().sum::<usize>(),
+        tally.failures.len(),
+        tally.slowest
+    );
+    assert!(tally.failures.is_empty(), "idempotent requests failed: {:?}", tally.failures);
+    assert!(tally.by_app["victim"] > 0, "{:?}", tally.by_app);
+    assert!(ejected.is_some(), "the blackholed instance was never ejected");
+
+    // A consumer with no connection to it yet: its connect times out, and the POST moves on.
+    let capp2 = App::start("consumer-2").await;
+    let fresh = Sidecar::start("consumer-2", capp2.addr.port(), &registry, &["--services", "stock"]).await;
+    sees(&fresh, "stock", 3).await;
+    let resp = fresh
+        .outbound_client()
+        .post("http://stock/echo")
+        .header("x-berth-symbol", "blue")
+        .body("order 8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(["a", "b"].contains(&resp.headers()["x-app-name"].to_str().unwrap()));
+    let m = fresh.metrics().await;
+    assert_eq!(
+        metric(&m, "berth_outbound_retries_total", &[("service", "stock"), ("reason", "connect")]),
+        1.0,
+        "{m}"
+    );
+}
+
+/// With PINGs off, only hedging saves idempotent requests from a hung instance: each goes to
+/// the other instance once the service's usual answer time has passed. A POST is never hedged:
+/// pinned to the hung instance, it waits for the request timeout.
+#[tokio::test]
+async fn hedged_attempts_save_idempotent_requests_from_a_hung_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let _good = provider(&registry, "quote", "stable", "good", &[]).await;
+    let hung = provider(&registry, "quote", "stable", "hung", &[]).await;
+    let capp = App::start("consumer").await;
+    let args = [
+        "--services",
+        "quote",
+        "--h2-keepalive-interval",
+        "0s",
+        "--eject-after",
+        "1000",
+        "--request-timeout",
+        "3s",
+    ];
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &args).await;
+    sees(&consumer, "quote", 2).await;
+    let proxy = consumer.outbound_client();
+    for _ in 0..20 {
+        assert_eq!(proxy.get("http://quote/").send().await.unwrap().status(), 200);
+    }
+    let frozen = Frozen::freeze(&[&hung.sidecar.proc, &hung.app.proc]);
+    let mut answered = HashMap::new();
+    for _ in 0..30 {
+        let resp = proxy.get("http://quote/").timeout(Duration::from_secs(2)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        *answered.entry(resp.headers()["x-app-name"].to_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    let m = consumer.metrics().await;
+    let hedges = metric(&m, "berth_outbound_retries_total", &[("service", "quote"), ("reason", "hedge")]);
+    assert!(hedges >= 1.0, "no hedge was sent: {answered:?}\n{m}");
+    assert_eq!(answered.get("good"), Some(&30), "{answered:?}");
+    // The same instance for a POST: at the request timeout, not hedged, not retried.
+    write_policy(&dir, r#"{"schema":1,"version":1,"overrides":{"HUNG":"blue"}}"#, hung.sidecar.inbound);
+    eventually(T, "the hung instance is blue", || async {
+        consumer.endpoints().await["services"]["quote"]["policy"]["version"] == 1
+    })
+    .await;
+    let post =
+        proxy.post("http://quote/echo").header("x-berth-symbol", "blue").body("x").send().await.unwrap();
+    assert_eq!(post.status(), 504, "{}", post.text().await.unwrap());
+    let after = metric(
+        &consumer.metrics().await,
+        "berth_outbound_retries_total",
+        &[("service", "quote"), ("reason", "hedge")],
+    );
+    assert_eq!(after, hedges, "the POST was hedged");
+    drop(frozen);
+}
+
+/// Writes a traffic policy into a directory registry, `HUNG` standing for `addr`.
+fn write_policy(dir: &tempfile::TempDir, policy: &str, addr: SocketAddr) {
+    let folder = dir.path().join("public/config/BERTH");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("berth.traffic.quote"), policy.replace("HUNG", &addr.to_string())).unwrap();
+}
+
+/// Bad outbound resilience options are refused before anything starts, naming the option.
+#[test]
+fn bad_outbound_options_exit_64_naming_the_option() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--hedge-delay-min", "0s"], "--hedge-delay-min"),
+        (&["--hedge-delay-min", "2s", "--hedge-delay-max", "1s"], "--hedge-delay-max"),
+        (&["--h2-keepalive-timeout", "0s"], "--h2-keepalive-timeout"),
+        (&["--retry-budget", "2000"], "--retry-budget"),
+    ];
+    for (args, option) in cases {
+        let out = crate::support::berth()
+            .args(["proxy", "--service", "s", "--app-port", "8080"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+    }
+    let help = crate::support::berth().args(["proxy", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in
+        ["--attempt-timeout", "--hedge-delay-min", "--h2-keepalive-interval", "--retry-budget", "--no-hedge"]
+    {
+        assert!(help.contains(option), "--help lacks {option}");
+    }
+}

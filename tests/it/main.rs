@@ -11,6 +11,7 @@ mod consumer;
 mod ctl;
 mod drain;
 mod faults_outbound;
+mod grpc;
 mod injector;
 mod provider;
 mod rollout;

@@ -56,9 +56,12 @@ pub struct Service {
     pub snapshot: ArcSwap<Snapshot>,
     pub policy: ArcSwap<PolicyState>,
     /// The service's answer times, for the hedging delay.
-    pub latency: Latency,
+    pub latency: Arc<Latency>,
     /// Metric handles per symbol, looked up once.
     pub(super) handles: Handles,
+    /// The metrics its requests update (reached through the service, so that a request clones
+    /// nothing more to update them).
+    pub(super) metrics: Metrics,
     /// `Ok` once the first instance set arrived; the error while the registry cannot be reached.
     status: watch::Sender<Option<Result<(), String>>>,
     /// Whether the first instance set arrived (read without subscribing on every request).
@@ -136,6 +139,11 @@ impl Discovery {
         self.registry.services().await.ok().map(|all| all.iter().any(|s| s == name))
     }
 
+    /// The service, if it is followed already (without waiting).
+    pub fn followed(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.load().get(name).cloned()
+    }
+
     /// The service, followed from now on.
     pub async fn service(&self, name: &str) -> Result<Arc<Service>, DiscoveryError> {
         if let Some(s) = self.services.load().get(name) {
@@ -153,8 +161,9 @@ impl Discovery {
             name: name.to_owned(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             policy: ArcSwap::from_pointee(PolicyState::default_policy()),
-            latency: Latency::default(),
+            latency: Arc::default(),
             handles: Handles::default(),
+            metrics: self.metrics.clone(),
             status: watch::channel(None).0,
             listed: std::sync::atomic::AtomicBool::new(false),
         });
@@ -162,6 +171,7 @@ impl Discovery {
             ejection: self.settings.ejection,
             keepalive: self.settings.keepalive,
             ejections: Some(self.metrics.outbound_ejections.with_label_values(&[name])),
+            service_latency: Some(service.latency.clone()),
         };
         let mut next = HashMap::clone(&current);
         next.insert(name.to_owned(), service.clone());

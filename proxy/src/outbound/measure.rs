@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use berth_core::Symbol;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
@@ -62,23 +61,21 @@ impl Handles {
 #[derive(Clone, Debug)]
 pub struct Measure<S> {
     inner: S,
-    metrics: Metrics,
 }
 
 impl<S> Measure<S> {
-    pub fn new(inner: S, metrics: Metrics) -> Self {
-        Measure { inner, metrics }
+    pub fn new(inner: S) -> Self {
+        Measure { inner }
     }
 }
 
 impl<S> tower::Service<Routed> for Measure<S>
 where
     S: tower::Service<Routed, Response = Answer, Error = Error>,
-    S::Future: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<HttpResponse, Error>>;
+    type Future = Measured<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -89,43 +86,57 @@ where
         let service = routed.service.clone();
         let grpc = routed.request.grpc;
         let fallback = routed.explicit.clone();
-        let metrics = self.metrics.clone();
-        let fut = self.inner.call(routed);
-        Box::pin(async move {
-            let outcome = fut.await;
-            let symbol = match &outcome {
-                Ok(a) => Some(a.symbol.clone()),
-                Err(Error::Exhausted { symbol, .. }) => symbol.clone(),
-                Err(_) => None,
-            }
-            .or(fallback);
-            let symbol = symbol.as_ref().map_or(NO_SYMBOL, Symbol::as_str);
-            let handles = service.handles.get(&metrics, &service.name, symbol);
-            let status = match &outcome {
-                Ok(a) => a.response.status(),
-                Err(e) => e.status_and_code().0,
-            };
-            handles.duration.observe(started.elapsed().as_secs_f64());
-            handles.by_class[class_index(status)].inc();
-            match outcome {
-                Ok(Answer { response, .. }) if grpc => Ok(count_grpc(response, &metrics, &service, symbol)),
-                Ok(Answer { response, .. }) => Ok(response),
-                Err(e) => {
-                    if grpc {
-                        let status = match &e {
-                            Error::Answered { .. } => GrpcStatus::Unavailable,
-                            e => GrpcStatus::for_http(e.status_and_code().0),
-                        };
-                        grpc_counter(
-                            &metrics.outbound_grpc,
-                            &service,
-                            symbol,
-                            status.code().to_string().as_str(),
-                        )
-                        .inc();
-                    }
-                    Err(e)
+        Measured { inner: self.inner.call(routed), started, service, grpc, fallback }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request on its way, counted when it is answered.
+    pub struct Measured<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        service: Arc<Service>,
+        grpc: bool,
+        fallback: Option<Symbol>,
+    }
+}
+
+impl<F: Future<Output = Result<Answer, Error>>> Future for Measured<F> {
+    type Output = Result<HttpResponse, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = std::task::ready!(this.inner.poll(cx));
+        let symbol = match &outcome {
+            Ok(a) => Some(&a.symbol),
+            Err(Error::Exhausted { symbol, .. }) => symbol.as_ref(),
+            Err(_) => None,
+        }
+        .or(this.fallback.as_ref())
+        .cloned();
+        let symbol = symbol.as_ref().map_or(NO_SYMBOL, Symbol::as_str);
+        let service = &**this.service;
+        let metrics = &service.metrics;
+        let handles = service.handles.get(metrics, &service.name, symbol);
+        let status = match &outcome {
+            Ok(a) => a.response.status(),
+            Err(e) => e.status_and_code().0,
+        };
+        handles.duration.observe(this.started.elapsed().as_secs_f64());
+        handles.by_class[class_index(status)].inc();
+        Poll::Ready(match outcome {
+            Ok(Answer { response, .. }) if *this.grpc => Ok(count_grpc(response, metrics, service, symbol)),
+            Ok(Answer { response, .. }) => Ok(response),
+            Err(e) => {
+                if *this.grpc {
+                    let status = match &e {
+                        Error::Answered { .. } => GrpcStatus::Unavailable,
+                        e => GrpcStatus::for_http(e.status_and_code().0),
+                    };
+                    grpc_counter(&metrics.outbound_grpc, service, symbol, &status.code().to_string()).inc();
                 }
+                Err(e)
             }
         })
     }

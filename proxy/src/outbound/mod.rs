@@ -45,6 +45,10 @@ use crate::track::Track;
 pub const SYMBOL_HEADER: &str = "x-berth-symbol";
 /// The header that marks a non-idempotent request as safe to retry (`true`).
 pub const RETRYABLE_HEADER: &str = "x-berth-retryable";
+/// The same names, parsed once: lookups on the request path skip parsing them.
+const SYMBOL: http::HeaderName = http::HeaderName::from_static(SYMBOL_HEADER);
+const RETRYABLE: http::HeaderName = http::HeaderName::from_static(RETRYABLE_HEADER);
+const LIFECYCLE: http::HeaderName = http::HeaderName::from_static(berth_core::metadata::LIFECYCLE_HEADER);
 
 /// Outbound timeouts and failure handling.
 #[derive(Clone, Copy, Debug)]

@@ -4,9 +4,9 @@
 //! answers. An instance's own failure answer that nothing better replaced is passed on.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::Request;
 use hyper::body::Incoming;
 
@@ -28,11 +28,10 @@ impl<S> Rescue<S> {
 impl<S> tower::Service<Request<Incoming>> for Rescue<S>
 where
     S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = Error>,
-    S::Future: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+    type Future = Rescued<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         match self.inner.poll_ready(cx) {
@@ -43,8 +42,26 @@ where
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let grpc = body::is_grpc(req.headers());
-        let fut = self.inner.call(req);
-        Box::pin(async move { Ok(fut.await.unwrap_or_else(|e| respond(e, grpc))) })
+        Rescued { inner: self.inner.call(req), grpc }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request whose failure becomes its answer.
+    pub struct Rescued<F> {
+        #[pin]
+        inner: F,
+        grpc: bool,
+    }
+}
+
+impl<F: Future<Output = Result<HttpResponse, Error>>> Future for Rescued<F> {
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let grpc = *this.grpc;
+        this.inner.poll(cx).map(|r| Ok(r.unwrap_or_else(|e| respond(e, grpc))))
     }
 }
 

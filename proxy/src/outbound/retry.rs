@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use super::replay::MAX_REPLAY;
 use super::route::Routed;
 use super::{Error, RetryClass, Settings};
 use crate::body::HttpResponse;
-use crate::metrics::Metrics;
+pub use crate::endpoint::Latency;
 
 /// Instances one request may try, hedges included.
 pub const MAX_ATTEMPTS: usize = 4;
@@ -42,36 +41,6 @@ pub struct Hedging {
 pub struct BudgetSettings {
     pub ratio: f32,
     pub min_per_second: u32,
-}
-
-/// One service's answer times (RFC 6298's smoothed estimate and deviation), in µs.
-#[derive(Debug, Default)]
-pub struct Latency {
-    srtt: AtomicU64,
-    rttvar: AtomicU64,
-}
-
-impl Latency {
-    /// Adds one answer time.
-    pub fn observe(&self, sample: Duration) {
-        let r = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX).max(1);
-        let srtt = self.srtt.load(Ordering::Relaxed);
-        let (srtt, rttvar) = if srtt == 0 {
-            (r, r / 2)
-        } else {
-            let rttvar = self.rttvar.load(Ordering::Relaxed);
-            (srtt - srtt / 8 + r / 8, rttvar - rttvar / 4 + srtt.abs_diff(r) / 4)
-        };
-        // Racing updates may lose a sample; the estimate stays a fair one.
-        self.srtt.store(srtt, Ordering::Relaxed);
-        self.rttvar.store(rttvar, Ordering::Relaxed);
-    }
-
-    /// The usual answer time, once something was answered.
-    pub fn usual(&self) -> Option<Duration> {
-        let srtt = self.srtt.load(Ordering::Relaxed);
-        (srtt != 0).then(|| Duration::from_micros(srtt + 4 * self.rttvar.load(Ordering::Relaxed)))
-    }
 }
 
 /// The retry and hedging rules, and the budget they share.
@@ -151,19 +120,18 @@ pub struct Retry<B> {
     balance: B,
     policy: Arc<Policy>,
     discovery: Arc<Discovery>,
-    metrics: Metrics,
 }
 
 impl<B> Retry<B> {
-    pub fn new(balance: B, policy: Arc<Policy>, discovery: Arc<Discovery>, metrics: Metrics) -> Self {
-        Retry { balance, policy, discovery, metrics }
+    pub fn new(balance: B, policy: Arc<Policy>, discovery: Arc<Discovery>) -> Self {
+        Retry { balance, policy, discovery }
     }
 }
 
 impl<B> tower::Service<Routed> for Retry<B>
 where
     B: Pick + Clone + Send + 'static,
-    B::Future: Send + Unpin,
+    B::Future: Send + Unpin + 'static,
 {
     type Response = Answer;
     type Error = Error;
@@ -180,22 +148,28 @@ where
 }
 
 /// The instances a request has tried so far.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Tried {
-    addrs: [Option<SocketAddr>; MAX_ATTEMPTS],
+    addrs: [SocketAddr; MAX_ATTEMPTS],
     len: usize,
+}
+
+impl Default for Tried {
+    fn default() -> Self {
+        Tried { addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_ATTEMPTS], len: 0 }
+    }
 }
 
 impl Tried {
     fn push(&mut self, addr: SocketAddr) {
         if self.len < MAX_ATTEMPTS {
-            self.addrs[self.len] = Some(addr);
+            self.addrs[self.len] = addr;
             self.len += 1;
         }
     }
 
-    fn list(&self) -> Vec<SocketAddr> {
-        self.addrs.iter().flatten().copied().collect()
+    fn list(&self) -> &[SocketAddr] {
+        &self.addrs[..self.len]
     }
 }
 
@@ -223,7 +197,7 @@ where
 impl<B> Retry<B>
 where
     B: Pick + Clone + Send + 'static,
-    B::Future: Send + Unpin,
+    B::Future: Send + Unpin + 'static,
 {
     /// Picks an instance the request has not tried and starts an attempt on it; `Ok(None)`
     /// when there is none left or the body cannot be sent again.
@@ -233,8 +207,7 @@ where
         tried: &mut Tried,
         hedge: bool,
     ) -> Result<Option<Running<B::Future>>, NoChoice> {
-        let list = tried.list();
-        let picked = match self.balance.pick(routed, &list, hedge) {
+        let picked = match self.balance.pick(routed, tried.list(), hedge) {
             Ok(p) => p,
             Err(NoChoice::Exhausted { .. }) if tried.len > 0 => return Ok(None),
             Err(no) => return Err(no),
@@ -253,22 +226,31 @@ where
             Err(no) => return Err(super::balance::explain(&self.discovery, &routed.service, no).await),
         };
         let mut hedge = None;
-        let hedgeable = routed.request.idempotent && routed.request.upgrade.is_none();
+        // A hedge needs another instance to go to: with one, no timer is armed at all.
+        let hedgeable = routed.request.idempotent
+            && routed.request.upgrade.is_none()
+            && routed.service.snapshot.load().entries.len() > 1;
         let delay = if hedgeable { self.policy.hedge_delay(&routed.service.latency) } else { None };
         let mut timer = delay.map(|d| Box::pin(tokio::time::sleep(d)));
         loop {
-            let (outcome, symbol) = tokio::select! {
-                r = settle(&mut primary) => r,
-                r = settle(&mut hedge) => r,
-                () = async { match timer.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
-                    timer = None;
-                    if tried.len < MAX_ATTEMPTS && routed.body.complete() && self.policy.may_hedge()
-                        && let Ok(Some(attempt)) = self.start(&routed, &mut tried, true)
-                    {
-                        self.count_retry(&routed, "hedge");
-                        hedge = Some(attempt);
+            let (outcome, symbol) = if timer.is_none() && hedge.is_none() {
+                // Nothing to race: the one attempt in flight.
+                settle(&mut primary).await
+            } else {
+                tokio::select! {
+                    biased;
+                    r = settle(&mut primary) => r,
+                    r = settle(&mut hedge) => r,
+                    () = async { match timer.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+                        timer = None;
+                        if tried.len < MAX_ATTEMPTS && routed.body.complete() && self.policy.may_hedge()
+                            && let Ok(Some(attempt)) = self.start(&routed, &mut tried, true)
+                        {
+                            self.count_retry(&routed, "hedge");
+                            hedge = Some(attempt);
+                        }
+                        continue;
                     }
-                    continue;
                 }
             };
             let error = match outcome {
@@ -296,7 +278,7 @@ where
             };
             return Err(Error::Exhausted {
                 service: routed.service.name.clone(),
-                tried: tried.list(),
+                tried: tried.list().to_vec(),
                 last: Box::new(error),
                 why,
                 symbol: Some(symbol),
@@ -305,7 +287,7 @@ where
     }
 
     fn count_retry(&self, routed: &Routed, reason: &str) {
-        self.metrics.outbound_retries.with_label_values(&[&routed.service.name, reason]).inc();
+        routed.service.metrics.outbound_retries.with_label_values(&[&routed.service.name, reason]).inc();
     }
 }
 

@@ -21,7 +21,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::discovery::Service;
 use super::replay::Replay;
-use super::{Error, Outbound, RETRYABLE_HEADER, SYMBOL_HEADER, target};
+use super::{Error, Outbound, SYMBOL_HEADER, target};
 use crate::body::{self, Body, HttpResponse};
 use crate::{headers, upgrade};
 
@@ -33,7 +33,7 @@ const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 pub struct Routed {
     pub service: Arc<Service>,
     /// The parts every attempt sends.
-    pub request: Arc<Prepared>,
+    pub request: Prepared,
     /// A symbol the request names itself.
     pub explicit: Option<Symbol>,
     // A lane (the symbol following the request down the call chain) will be resolved here too.
@@ -75,21 +75,23 @@ impl Payload {
     }
 }
 
+/// The app's side of an upgrade, shared by the attempts of one request.
+pub type Upgrade = Arc<Mutex<Option<OnUpgrade>>>;
+
 /// The parts of a request that every attempt sends again.
 #[derive(Debug)]
 pub struct Prepared {
     pub method: Method,
     pub headers: HeaderMap,
     /// What the provider sees as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
-    pub host: HeaderValue,
-    authority: Option<Authority>,
+    pub host: String,
     pub path: PathAndQuery,
     /// Whether the request may be sent twice (its method, or `x-berth-retryable: true`).
     pub idempotent: bool,
     /// Whether the app asked for a gRPC answer (its errors come as a gRPC status).
     pub grpc: bool,
     /// The app's side of an HTTP/1.1 upgrade, taken by the attempt that gets the 101.
-    pub upgrade: Option<Mutex<Option<OnUpgrade>>>,
+    pub upgrade: Option<Upgrade>,
 }
 
 impl Prepared {
@@ -99,7 +101,7 @@ impl Prepared {
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = self.headers.clone();
         if h2 {
-            let authority = self.authority.clone().ok_or_else(|| {
+            let authority = Authority::try_from(self.host.as_str()).map_err(|_| {
                 Error::BadRequest(format!("{:?} is not a valid authority for HTTP/2", self.host))
             })?;
             let mut parts = http::uri::Parts::default();
@@ -111,7 +113,9 @@ impl Prepared {
         } else {
             *req.uri_mut() = Uri::from(self.path.clone());
             *req.version_mut() = Version::HTTP_11;
-            req.headers_mut().insert(HOST, self.host.clone());
+            let host = HeaderValue::from_str(&self.host)
+                .map_err(|_| Error::BadRequest(format!("{:?} is not a valid host", self.host)))?;
+            req.headers_mut().insert(HOST, host);
         }
         Ok(req)
     }
@@ -121,7 +125,7 @@ fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    ) || headers.get(RETRYABLE_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    ) || headers.get(&super::RETRYABLE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
 /// The route layer.
@@ -144,24 +148,62 @@ where
 {
     type Response = HttpResponse;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<HttpResponse, Error>>;
+    type Future = Routing<S::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        self.outbound.used.store(true, Ordering::Relaxed);
+        let (target, explicit) = match resolve(&req) {
+            Ok(t) => t,
+            Err(e) => return Routing::Failed { error: Some(e) },
+        };
+        // The common case: a service already followed, with its instances known.
+        if let Some(service) = self.outbound.discovery.followed(&target.service).filter(|s| s.is_ready()) {
+            return match prepare(req, target, explicit, service) {
+                Ok(routed) => Routing::Now { inner: self.inner.call(routed) },
+                Err(e) => Routing::Failed { error: Some(e) },
+            };
+        }
         let mut inner = self.inner.clone();
         let outbound = self.outbound.clone();
-        Box::pin(async move {
-            outbound.used.store(true, Ordering::Relaxed);
-            let routed = route(&outbound, req).await?;
-            inner.call(routed).await
-        })
+        Routing::Later {
+            inner: Box::pin(async move {
+                let service = follow(&outbound, &target.service).await?;
+                inner.call(prepare(req, target, explicit, service)?).await
+            }),
+        }
     }
 }
 
-async fn route(outbound: &Outbound, mut req: Request<Incoming>) -> Result<Routed, Error> {
+pin_project_lite::pin_project! {
+    /// A request on its way through the layers below.
+    #[project = RoutingProj]
+    pub enum Routing<F> {
+        Now { #[pin] inner: F },
+        Later { inner: BoxFuture<'static, Result<HttpResponse, Error>> },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F: Future<Output = Result<HttpResponse, Error>>> Future for Routing<F> {
+    type Output = Result<HttpResponse, Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RoutingProj::Now { inner } => inner.poll(cx),
+            RoutingProj::Later { inner } => inner.as_mut().poll(cx),
+            RoutingProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| Error::BadRequest("polled after it failed".into())))),
+        }
+    }
+}
+
+/// The target and the symbol the request names itself.
+fn resolve(req: &Request<Incoming>) -> Result<(target::Target, Option<Symbol>), Error> {
     if req.method() == Method::CONNECT {
         return Err(Error::ConnectUnsupported);
     }
@@ -170,16 +212,21 @@ async fn route(outbound: &Outbound, mut req: Request<Incoming>) -> Result<Routed
         target::TargetError::BadSymbol(detail) => Error::BadSymbol(format!("the path prefix: {detail}")),
         e => Error::NoService(e),
     })?;
-    let explicit = match req.headers().get(SYMBOL_HEADER) {
+    let explicit = match req.headers().get(&super::SYMBOL) {
         Some(v) => Some(
             v.to_str()
                 .unwrap_or("")
                 .parse::<Symbol>()
                 .map_err(|e| Error::BadSymbol(format!("{SYMBOL_HEADER}: {e}")))?,
         ),
-        None => target.symbol,
+        None => target.symbol.clone(),
     };
-    let service = outbound.discovery.service(&target.service).await.map_err(Error::TooManyServices)?;
+    Ok((target, explicit))
+}
+
+/// Follows the service from now on, and waits for its first instance set.
+async fn follow(outbound: &Outbound, name: &str) -> Result<Arc<Service>, Error> {
+    let service = outbound.discovery.service(name).await.map_err(Error::TooManyServices)?;
     if !service.is_ready()
         && let Err(detail) = service.ready(DISCOVERY_WAIT).await
     {
@@ -189,6 +236,16 @@ async fn route(outbound: &Outbound, mut req: Request<Incoming>) -> Result<Routed
             detail,
         });
     }
+    Ok(service)
+}
+
+/// The parts every attempt sends, and the body as the attempts share it.
+fn prepare(
+    mut req: Request<Incoming>,
+    target: target::Target,
+    explicit: Option<Symbol>,
+    service: Arc<Service>,
+) -> Result<Routed, Error> {
     let upgrade = upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
     let protocol = upgrade.as_ref().and_then(|_| upgrade::protocol(req.headers()));
     let grpc = body::is_grpc(req.headers());
@@ -199,9 +256,6 @@ async fn route(outbound: &Outbound, mut req: Request<Incoming>) -> Result<Routed
         upgrade::restore(&mut parts.headers, p);
     }
     parts.headers.remove(HOST);
-    let host = HeaderValue::from_str(&target.host)
-        .map_err(|_| Error::BadRequest(format!("{:?} is not a valid host", target.host)))?;
-    let authority = Authority::try_from(target.host.as_str()).ok();
     let body = if incoming.is_end_stream() || incoming.size_hint().exact() == Some(0) {
         Payload::Empty
     } else {
@@ -210,12 +264,11 @@ async fn route(outbound: &Outbound, mut req: Request<Incoming>) -> Result<Routed
     let request = Prepared {
         method: parts.method,
         headers: parts.headers,
-        host,
-        authority,
+        host: target.host,
         path: target.path,
         idempotent,
         grpc,
-        upgrade: upgrade.map(|u| Mutex::new(Some(u))),
+        upgrade: upgrade.map(|u| Arc::new(Mutex::new(Some(u)))),
     };
-    Ok(Routed { service, request: Arc::new(request), explicit, body })
+    Ok(Routed { service, request, explicit, body })
 }

@@ -63,13 +63,11 @@ impl tower::Service<Attempt> for Send {
 }
 
 async fn send(attempt: Attempt, connect_timeout: Duration) -> Result<HttpResponse, Error> {
-    let Attempt { request, endpoint, body, .. } = attempt;
+    let Attempt { request, endpoint, upgrade, .. } = attempt;
     let addr = endpoint.addr;
-    let upgrade = request.upgrade.as_ref();
-    // An upgrade needs an HTTP/1.1 connection of its own, even to an HTTP/2 instance.
-    let h2 = endpoint.h2 && upgrade.is_none();
-    let mut req = request.request(h2, body)?;
-    if h2 {
+    let upgrade = upgrade.as_ref();
+    let mut req = request?;
+    if req.version() == http::Version::HTTP_2 {
         let size = header_list_size(&req);
         if size > H2_MAX_HEADER_LIST {
             return Err(Error::HeadersTooLarge { size, limit: H2_MAX_HEADER_LIST });

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use berth_core::Symbol;
 use berth_core::policy::RequestView;
-use http::HeaderMap;
+use http::{HeaderMap, Request};
 
 use super::{Ask, NoChoice, choose};
 use crate::body::{Body, HttpResponse};
 use crate::endpoint::Endpoint;
 use crate::outbound::Error;
 use crate::outbound::discovery::{Discovery, Service};
-use crate::outbound::route::{Prepared, Routed};
+use crate::outbound::route::{Routed, Upgrade};
 
 /// The instance chosen for one attempt.
 #[derive(Debug)]
@@ -28,9 +28,10 @@ pub struct Picked {
 #[derive(Debug)]
 pub struct Attempt {
     pub service: Arc<Service>,
-    pub request: Arc<Prepared>,
     pub endpoint: Arc<Endpoint>,
-    pub body: Body,
+    /// The request in the form the instance's connection takes (or why it cannot be sent).
+    pub request: Result<Request<Body>, Error>,
+    pub upgrade: Option<Upgrade>,
 }
 
 /// Chooses instances and starts attempts on them.
@@ -78,11 +79,14 @@ where
     }
 
     fn send(&mut self, routed: &Routed, picked: Picked, body: Body) -> S::Future {
+        let upgrade = routed.request.upgrade.clone();
+        // An upgrade needs an HTTP/1.1 connection of its own, even to an HTTP/2 instance.
+        let h2 = picked.endpoint.h2 && upgrade.is_none();
         self.inner.call(Attempt {
             service: routed.service.clone(),
-            request: routed.request.clone(),
+            request: routed.request.request(h2, body),
             endpoint: picked.endpoint,
-            body,
+            upgrade,
         })
     }
 }
