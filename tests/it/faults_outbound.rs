@@ -721,8 +721,8 @@ fn write_policy(dir: &tempfile::TempDir, policy: &str, addr: SocketAddr) {
 }
 
 /// Bad outbound resilience options are refused before anything starts, naming the option.
-#[test]
-fn bad_outbound_options_exit_64_naming_the_option() {
+#[tokio::test]
+async fn bad_outbound_options_exit_64_naming_the_option() {
     let cases: [(&[&str], &str); 4] = [
         (&["--hedge-delay-min", "0s"], "--hedge-delay-min"),
         (&["--hedge-delay-min", "2s", "--hedge-delay-max", "1s"], "--hedge-delay-max"),
@@ -730,14 +730,16 @@ fn bad_outbound_options_exit_64_naming_the_option() {
         (&["--retry-budget", "2000"], "--retry-budget"),
     ];
     for (args, option) in cases {
-        let out = crate::support::berth()
-            .args(["proxy", "--service", "s", "--app-port", "8080"])
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
-        assert!(stderr.contains(option), "{args:?}: {stderr}");
+        let mut cmd = crate::support::berth();
+        cmd.args(["proxy", "--service", "s", "--app-port", "8080"])
+            .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--outbound", "127.0.0.1:0"])
+            .args(args);
+        // A process, killed when this test ends, in case it starts instead of refusing.
+        let mut proc = Proc::spawn("berth proxy (bad option)", cmd);
+        let status = proc.wait_exit(Duration::from_secs(10)).await;
+        let output = proc.output();
+        assert_eq!(status.code(), Some(64), "{args:?}: {output}");
+        assert!(output.contains(option), "{args:?}: {output}");
     }
     let help = crate::support::berth().args(["proxy", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
@@ -746,4 +748,81 @@ fn bad_outbound_options_exit_64_naming_the_option() {
     {
         assert!(help.contains(option), "--help lacks {option}");
     }
+}
+
+/// A provider sidecar whose app is down answers `503 app-unavailable`: its app never saw the
+/// request, so any request moves to another instance — a POST too, its body replayed whole,
+/// whether its length was given or it came chunked.
+#[tokio::test]
+async fn app_unavailable_moves_any_request_whose_body_was_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let _good = provider(&registry, "pay", "stable", "good", &[]).await;
+    // Registered while its app ran; the app then stops, and the sidecar has not noticed yet
+    // (its health checks are 10 minutes apart).
+    let mut down = provider(&registry, "pay", "blue", "down", &["--health-interval", "10m"]).await;
+    down.app.proc.kill();
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start(
+        "consumer",
+        capp.addr.port(),
+        &registry,
+        &["--services", "pay", "--eject-after", "100"],
+    )
+    .await;
+    sees(&consumer, "pay", 2).await;
+    let proxy = consumer.outbound_client();
+    let body = "order 9 ".repeat(1_000);
+    let sized = proxy
+        .post("http://pay/echo")
+        .header("x-berth-symbol", "blue")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sized.status(), 200);
+    assert_eq!(sized.headers()["x-app-name"], "good");
+    let echoed: serde_json::Value = sized.json().await.unwrap();
+    assert_eq!(echoed["body_bytes"].as_u64(), Some(body.len() as u64), "{echoed}");
+    // Chunked, by hand: the length is known to nobody until the body ends.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(consumer.outbound).await.unwrap();
+    let mut request = String::from(
+        "POST http://pay/echo HTTP/1.1\r\nHost: pay\r\nx-berth-symbol: blue\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for i in 0..8 {
+        let part = format!("part {i};");
+        request.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(T, conn.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-app-name: good") && answer.contains("\"body_bytes\":56"), "{answer}");
+    let m = consumer.metrics().await;
+    assert_eq!(
+        metric(&m, "berth_outbound_retries_total", &[("service", "pay"), ("reason", "app-unavailable")]),
+        2.0,
+        "{m}"
+    );
+}
+
+/// A path prefix whose symbol is not one answers `400 bad-symbol`, as a bad `x-berth-symbol`
+/// does, not `no-service`.
+#[tokio::test]
+async fn a_bad_path_prefix_symbol_is_a_bad_symbol() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::support::dir_registry(&dir);
+    let capp = App::start("consumer").await;
+    let consumer = Sidecar::start("consumer", capp.addr.port(), &registry, &[]).await;
+    let resp = crate::support::client()
+        .get(format!("http://{}/users.Canary/x", consumer.outbound))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-berth-error"], "bad-symbol");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("path prefix") && body.contains("Canary"), "{body}");
 }

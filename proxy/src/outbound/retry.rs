@@ -222,7 +222,9 @@ where
         self.policy.deposit();
         let mut tried = Tried::default();
         let mut primary = match self.start(&routed, &mut tried, false) {
-            Ok(p) => p,
+            Ok(Some(p)) => Some(p),
+            // Only a body already read elsewhere could leave the first attempt without one.
+            Ok(None) => return Err(Error::BadRequest("the request body could not be read".into())),
             Err(no) => return Err(super::balance::explain(&self.discovery, &routed.service, no).await),
         };
         let mut hedge = None;
