@@ -1,0 +1,163 @@
+//! What changed between two scans, as events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use berth_core::Instance;
+use serde_json::json;
+
+use super::Event;
+use crate::fleet::Scan;
+use crate::store::Store;
+
+/// The events between `prev` and `next`: policy versions written, instances registered,
+/// draining, deregistered, ejected, zombies, and symbols left without instances.
+pub async fn changes(prev: &Scan, next: &Scan, store: &Store) -> Vec<Event> {
+    let mut events = policies(prev, next, store).await;
+    for (service, now) in &next.instances {
+        let before = prev.instances.get(service).map_or(&[][..], Vec::as_slice);
+        events.extend(instances(service, before, now, next));
+        events.extend(seen(service, prev, next));
+        events.extend(drained_symbols(service, before, now));
+    }
+    events.extend(zombies(prev, next));
+    events
+}
+
+fn started_at(i: &Instance) -> u64 {
+    i.started_at().unwrap_or(0)
+}
+
+fn symbol(i: &Instance) -> String {
+    i.symbol().unwrap_or_default().to_string()
+}
+
+/// Every version written since the scan before, with its author from the history.
+async fn policies(prev: &Scan, next: &Scan, store: &Store) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (service, &version) in &next.versions {
+        let Some(&before) = prev.versions.get(service).filter(|v| **v < version) else { continue };
+        let mut history = store.history(service).await.ok();
+        if history.as_ref().is_none_or(|h| h.get(version).is_none()) {
+            // The writer records the history right after the policy: give it a moment.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            history = store.history(service).await.ok();
+        }
+        let entries: Vec<_> =
+            (before + 1..=version).filter_map(|v| history.as_ref().and_then(|h| h.get(v))).collect();
+        if entries.last().is_none_or(|e| e.version != version) {
+            events.push(Event::policy(service, version, None, Some("written outside berth admin")));
+            continue;
+        }
+        events.extend(
+            entries.iter().map(|e| Event::policy(service, e.version, Some(&e.author), Some(&e.summary))),
+        );
+    }
+    events
+}
+
+/// Registrations and deregistrations (with the drain that came first, when there was one).
+fn instances(service: &str, before: &[Instance], now: &[Instance], next: &Scan) -> Vec<Event> {
+    let key = |i: &Instance| (i.addr, started_at(i));
+    let (old, new): (BTreeSet<_>, BTreeSet<_>) =
+        (before.iter().map(key).collect(), now.iter().map(key).collect());
+    let mut events = Vec::new();
+    for i in before.iter().filter(|i| !new.contains(&key(i))) {
+        let id = format!("{}/{}", i.addr, started_at(i));
+        let departed =
+            next.departed.iter().find(|d| d.sidecar.instance == i.addr && d.sidecar.service == service);
+        let lifecycle = departed.map(|d| d.lifecycle.as_str());
+        let data = json!({"instance": i.addr, "symbol": symbol(i)});
+        if lifecycle == Some("draining") {
+            let mut data = data.clone();
+            data["lifecycle"] = json!("draining");
+            events.push(Event::new("instance.draining", format!("draining/{service}/{id}"), service, data));
+        }
+        let mut data = data;
+        data["reason"] = json!(match (lifecycle, i.admin_addr().is_some()) {
+            (Some("draining"), _) => "deregistered at the start of its drain".to_owned(),
+            (Some(other), _) => format!("deregistered, its sidecar is {other}: the app failed its checks"),
+            (None, true) =>
+                "gone without a drain: its sidecar does not answer (crashed, or killed)".to_owned(),
+            (None, false) => "gone from the registry".to_owned(),
+        });
+        events.push(Event::new(
+            "instance.deregistered",
+            format!("deregistered/{service}/{id}"),
+            service,
+            data,
+        ));
+    }
+    for i in now.iter().filter(|i| !old.contains(&key(i))) {
+        let data = json!({
+            "instance": i.addr, "symbol": symbol(i), "started_at": i.started_at(),
+            "version": i.metadata.get(berth_core::metadata::VERSION),
+        });
+        let id = format!("registered/{service}/{}/{}", i.addr, started_at(i));
+        events.push(Event::new("instance.registered", id, service, data));
+    }
+    events
+}
+
+/// Instances consumers newly see draining (before the registry says so) or have ejected.
+fn seen(service: &str, prev: &Scan, next: &Scan) -> Vec<Event> {
+    let (before, now) = (prev.seen_states(service), next.seen_states(service));
+    let count = |m: &BTreeMap<SocketAddr, Vec<&str>>, a: &SocketAddr, s: &str| {
+        m.get(a).map_or(0, |v| v.iter().filter(|x| **x == s).count())
+    };
+    let started = |a: &SocketAddr| {
+        [&next.instances, &prev.instances]
+            .iter()
+            .find_map(|m| m.get(service)?.iter().find(|i| i.addr == *a))
+            .map_or(0, started_at)
+    };
+    let mut events = Vec::new();
+    for addr in now.keys() {
+        let id = format!("{service}/{addr}/{}", started(addr));
+        let draining = count(&now, addr, "draining");
+        if draining > 0 && count(&before, addr, "draining") == 0 {
+            let data = json!({"instance": addr, "seen_by_consumers": draining});
+            events.push(Event::new("instance.draining", format!("draining/{id}"), service, data));
+        }
+        let ejected = count(&now, addr, "ejected");
+        if ejected > 0 && count(&before, addr, "ejected") == 0 {
+            let data = json!({"instance": addr, "ejected_by_consumers": ejected});
+            events.push(Event::new(
+                "instance.ejected",
+                format!("ejected/{id}/{}", next.at_ms),
+                service,
+                data,
+            ));
+        }
+    }
+    events
+}
+
+/// Symbols whose last instance left the registry (a retired deployment that has drained).
+fn drained_symbols(service: &str, before: &[Instance], now: &[Instance]) -> Vec<Event> {
+    let left: BTreeSet<String> = now.iter().map(symbol).collect();
+    let gone: BTreeSet<String> = before.iter().map(symbol).filter(|s| !left.contains(s)).collect();
+    gone.into_iter()
+        .map(|s| {
+            let id = format!("symbol-drained/{service}/{s}/{}", berth_core::now_millis());
+            Event::new("symbol.drained", id, service, json!({"symbol": s, "instances": 0}))
+        })
+        .collect()
+}
+
+/// Registered sidecars that answered neither this scan nor the one before.
+fn zombies(prev: &Scan, next: &Scan) -> Vec<Event> {
+    let failed_before: BTreeSet<SocketAddr> =
+        prev.sidecars.iter().filter(|s| s.now.is_err()).map(|s| s.sidecar.instance).collect();
+    next.sidecars
+        .iter()
+        .filter(|s| failed_before.contains(&s.sidecar.instance))
+        .filter_map(|s| {
+            let why = s.now.as_ref().err()?;
+            let c = &s.sidecar;
+            let id = format!("zombie/{}/{}/{}", c.service, c.instance, c.started_at.unwrap_or(0));
+            let data = json!({"instance": c.instance, "symbol": c.symbol, "reason": format!("registered, but its sidecar does not answer: {why}")});
+            Some(Event::new("zombie.found", id, &c.service, data))
+        })
+        .collect()
+}
