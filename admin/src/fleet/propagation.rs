@@ -4,7 +4,7 @@
 //! A consumer of a service is a sidecar that follows it (its `/endpoints` lists it). A consumer
 //! has applied version V when it routes by V or later. It lags when it routes by an older
 //! version (the reason says whether it rejected the newer document), when it does not answer
-//! (it counts with the services its last report followed), or when it never answered this
+//! and its last report had an older version, or when it never answered this
 //! replica at all (then whether it follows the service is unknown, and it lags until it
 //! answers — a `--wait` must not pass on a consumer it cannot see).
 
@@ -70,8 +70,14 @@ fn judge(s: &Seen, service: &str, version: u64) -> Option<Result<(), Laggard>> {
             })
         }
         (Err(e), Some(last)) => {
+            // One that applied the version and then stopped answering did apply it.
             let f = last.followed.get(service)?;
-            Some(Err(lag(Some(f.version), format!("not answering: {e}; was at version {}", f.version))))
+            Some(match f.version >= version {
+                true => Ok(()),
+                false => {
+                    Err(lag(Some(f.version), format!("not answering: {e}; was at version {}", f.version)))
+                }
+            })
         }
         (Err(e), None) => {
             Some(Err(lag(None, format!("not answering: {e}; never reported whether it follows {service}"))))
@@ -145,11 +151,12 @@ mod tests {
                 seen(5, Ok(None), None),
                 seen(6, Err("no answer in time"), Some(4)),
                 seen(7, Err("cannot connect"), None),
+                seen(9, Err("no answer in time"), Some(5)),
             ],
             ..Scan::default()
         };
         let p = of(&scan, "users", 5);
-        assert_eq!((p.consumers, p.applied), (6, 2), "{p:?}");
+        assert_eq!((p.consumers, p.applied), (7, 3), "{p:?}");
         let reasons: Vec<String> = p.lagging.iter().map(ToString::to_string).collect();
         assert_eq!(
             reasons,

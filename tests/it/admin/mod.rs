@@ -2,6 +2,7 @@
 //! `policy`, services and zombies in `services`.
 
 mod policy;
+mod propagation;
 mod services;
 
 use reqwest::Method;
