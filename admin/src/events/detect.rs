@@ -161,3 +161,77 @@ fn zombies(prev: &Scan, next: &Scan) -> Vec<Event> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fleet::{Followed, Report, Seen, Sidecar};
+
+    fn instance(port: u16, symbol: &str, started: u64) -> Instance {
+        let mut i = Instance::new(SocketAddr::from(([127, 0, 0, 1], port)));
+        i.metadata.insert(berth_core::metadata::SYMBOL.into(), symbol.into());
+        i.metadata.insert(berth_core::metadata::STARTED_AT.into(), started.to_string());
+        i.metadata.insert(berth_core::metadata::ADMIN_PORT.into(), (port + 1).to_string());
+        i
+    }
+
+    /// A consumer (a sidecar of `web` at `port`) that sees users' instances in `states`, or
+    /// does not answer.
+    fn consumer(port: u16, states: &[(u16, &str)], answers: bool) -> Seen {
+        let sidecar = Sidecar::of("web", &instance(port, "stable", 1)).unwrap();
+        let instances =
+            states.iter().map(|(p, s)| (SocketAddr::from(([127, 0, 0, 1], *p)), (*s).to_owned())).collect();
+        let f = Followed { version: 0, rejected: None, instances };
+        let report =
+            Arc::new(Report { at_ms: 1, followed: [("users".to_owned(), f)].into(), counters: None });
+        let now = if answers { Ok(report.clone()) } else { Err("no answer in time".to_owned()) };
+        Seen { sidecar, now, last: Some(report) }
+    }
+
+    /// A scan with `users` and two consumers: one (port 9) seeing `states`, one (port 11)
+    /// that never answers.
+    fn scan(users: Vec<Instance>, states: &[(u16, &str)]) -> Scan {
+        let web = vec![instance(9, "stable", 1), instance(11, "stable", 1)];
+        Scan {
+            number: 1,
+            instances: [("users".to_owned(), users), ("web".to_owned(), web)].into(),
+            sidecars: vec![consumer(9, states, true), consumer(11, &[], false)],
+            ..Scan::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn registrations_ejections_zombies_and_drained_symbols() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("dir://{}", dir.path().display()).parse().unwrap();
+        let store = Store::new(berth_core::registry::open(&url).unwrap(), crate::metrics::Metrics::new());
+        let prev = scan(vec![instance(1, "stable", 5), instance(3, "canary", 5)], &[(1, "serving")]);
+        // :1 restarted (a new started_at), :3 (the last canary) left without a drain, :5 came.
+        let next =
+            scan(vec![instance(1, "stable", 6), instance(5, "blue", 6)], &[(1, "ejected"), (5, "serving")]);
+        let events = changes(&prev, &next, &store).await;
+        let got: Vec<(&str, &str)> = events.iter().map(|e| (e.kind, e.id.as_str())).collect();
+        assert_eq!(
+            got[..5],
+            [
+                ("instance.deregistered", "deregistered/users/127.0.0.1:1/5"),
+                ("instance.deregistered", "deregistered/users/127.0.0.1:3/5"),
+                ("instance.registered", "registered/users/127.0.0.1:1/6"),
+                ("instance.registered", "registered/users/127.0.0.1:5/6"),
+                ("instance.ejected", "ejected/users/127.0.0.1:1/6/0"),
+            ]
+        );
+        assert!(events[1].data["reason"].as_str().unwrap().starts_with("gone without a drain"));
+        assert_eq!(events[4].data["ejected_by_consumers"], 1);
+        assert_eq!((events[5].kind, &events[5].data["symbol"]), ("symbol.drained", &json!("canary")));
+        // The second consumer answered neither scan: a zombie, named by its own registration.
+        assert_eq!((events[6].kind, events[6].id.as_str()), ("zombie.found", "zombie/web/127.0.0.1:11/1"));
+        assert_eq!(events.len(), 7, "{events:#?}");
+        assert!(
+            changes(&next, &next, &store).await.iter().all(|e| e.kind == "zombie.found"),
+            "no change, no event"
+        );
+    }
+}

@@ -115,7 +115,8 @@ impl Webhook {
                     return;
                 }
                 Ok(r) => format!("answered {}", r.status().as_u16()),
-                Err(e) => e.to_string(),
+                // Never the URL: it may hold a secret.
+                Err(e) => crate::fleet::sidecar::describe(&e),
             };
             self.metrics.webhook("failed");
             tracing::warn!(url = %self.url, id = %event.id, attempt, error = %why, retry_in = ?backoff, "webhook delivery failed");

@@ -58,8 +58,8 @@ impl SidecarClient {
     }
 }
 
-/// Why a request failed, in a few words (reqwest's own message rarely says).
-fn describe(e: &reqwest::Error) -> String {
+/// Why a request failed, in a few words (reqwest's own message rarely says); never the URL.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "no answer in time".into()
     } else if e.is_connect() {
@@ -71,8 +71,12 @@ fn describe(e: &reqwest::Error) -> String {
             source = s.source();
         }
         "cannot connect".into()
+    } else if let Some(status) = e.status() {
+        format!("answered {}", status.as_u16())
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off".into()
     } else {
-        e.to_string()
+        "the request failed".into()
     }
 }
 

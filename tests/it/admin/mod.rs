@@ -1,6 +1,7 @@
 //! `berth admin`: tokens, configuration, the OpenAPI document, metrics and TLS. Policies are in
 //! `policy`, services and zombies in `services`.
 
+mod events;
 mod policy;
 mod propagation;
 mod services;
