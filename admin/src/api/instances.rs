@@ -22,9 +22,9 @@ pub struct InstanceView {
     pub symbol: Symbol,
     /// Whether the policy overrides the symbol the instance registered with.
     pub overridden: bool,
-    /// `warming`, `serving`, `draining`, `ejected`, `unhealthy`, `disabled`, `weightless`, or —
-    /// for an instance that left the registry because its app turned unhealthy — `starting`
-    /// or `registering`.
+    /// `warming`, `serving`, `draining`, `ejected`, `unhealthy`, `disabled`, `weightless`; for
+    /// an instance that left the registry: `deregistered` (not asked since), `draining`, or —
+    /// its app turned unhealthy — `starting` or `registering`.
     pub state: &'static str,
     /// Whether the registry lists it (a draining instance has left the registry).
     pub registered: bool,
@@ -120,29 +120,38 @@ pub fn by_symbol(
         let v = view(policy, i, now, warmup, seen.remove(&i.addr).unwrap_or_default());
         symbols.entry(v.symbol.clone()).or_default().push(v);
     }
-    for d in scan.departed.iter().filter(|d| d.sidecar.service == service) {
+    // Sidecars the last scan found registered that the registry no longer lists: their drain
+    // has just begun (the next scan asks them), unless the scan already knows how they stand.
+    let just_left = scan
+        .sidecars
+        .iter()
+        .map(|s| (&s.sidecar, "deregistered"))
+        .filter(|(s, _)| !scan.departed.iter().any(|d| d.sidecar.instance == s.instance));
+    let departed = scan.departed.iter().filter_map(|d| {
         // Deregistered to drain, or because its app turned unhealthy (and it waits to
         // register again).
         let state = match d.lifecycle.as_str() {
             "draining" => "draining",
             "starting" => "starting",
             "registering" => "registering",
-            _ => continue,
+            _ => return None,
         };
-        if instances.iter().any(|i| i.addr == d.sidecar.instance) {
+        Some((&d.sidecar, state))
+    });
+    for (sidecar, state) in departed.chain(just_left) {
+        if sidecar.service != service || instances.iter().any(|i| i.addr == sidecar.instance) {
             continue;
         }
-        let symbol =
-            policy.override_for(d.sidecar.instance).cloned().unwrap_or_else(|| d.sidecar.symbol.clone());
+        let symbol = policy.override_for(sidecar.instance).cloned().unwrap_or_else(|| sidecar.symbol.clone());
         let v = InstanceView {
-            address: d.sidecar.instance,
-            overridden: symbol != d.sidecar.symbol,
+            address: sidecar.instance,
+            overridden: symbol != sidecar.symbol,
             symbol,
             state,
             registered: false,
             warmup_progress: None,
-            seen_by_consumers: seen.remove(&d.sidecar.instance).unwrap_or_default(),
-            age_seconds: d.sidecar.started_at.map(|t| now.saturating_sub(t) / 1000),
+            seen_by_consumers: seen.remove(&sidecar.instance).unwrap_or_default(),
+            age_seconds: sidecar.started_at.map(|t| now.saturating_sub(t) / 1000),
             weight: 0.0,
             healthy: false,
             enabled: true,

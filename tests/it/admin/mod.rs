@@ -4,6 +4,7 @@
 mod events;
 mod policy;
 mod propagation;
+mod retire;
 mod services;
 
 use reqwest::Method;
