@@ -11,6 +11,8 @@ mod consumer;
 mod ctl;
 mod drain;
 mod injector;
+mod page;
+mod page_browser;
 mod provider;
 mod rollout;
 mod support;
