@@ -105,7 +105,8 @@ impl Scanner {
     /// Every service's instances and policy version.
     async fn list(&self) -> Result<Listed, String> {
         let names = self.registry.services().await.map_err(|e| e.to_string())?;
-        let rows: Vec<Result<(String, Vec<Instance>, u64), String>> = futures_util::stream::iter(names)
+        type Row = (String, Vec<Instance>, u64);
+        let rows: Vec<Result<Row, String>> = futures_util::stream::iter(names)
             .map(|name| async move {
                 let instances = self.registry.instances(&name).await.map_err(|e| e.to_string())?;
                 let version = self.store.read(&name).await.map_err(|e| e.detail)?.version;

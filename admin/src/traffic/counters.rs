@@ -48,8 +48,11 @@ impl Counters {
     }
 }
 
+/// A sample line's labels, in order.
+type Labels = Vec<(String, String)>;
+
 /// `name{k="v",…} value` → its parts; `None` for anything else.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<(&str, Labels, f64)> {
     let Some(open) = line.find('{') else {
         let (name, value) = line.split_once(' ')?;
         return Some((name, Vec::new(), number(value)?));
