@@ -129,5 +129,12 @@ pub async fn zombies(State(st): State<AppState>, _: Reader, t: Target) -> Result
     if !instances.is_empty() {
         st.metrics.zombies(&t.service, found.len());
     }
+    for z in &found {
+        let started =
+            instances.iter().find(|i| i.addr == z.address).and_then(|i| i.started_at()).unwrap_or(0);
+        let id = format!("zombie/{}/{}/{started}", t.service, z.address);
+        let data = json!({"instance": z.address, "symbol": z.symbol, "reason": z.reason});
+        st.events.publish(crate::events::Event::new("zombie.found", id, &t.service, data));
+    }
     Ok(Json(json!({"service": t.service, "checked": instances.len(), "zombies": found})).into_response())
 }

@@ -228,3 +228,27 @@ fn the_webhook_secret_never_shows_in_help_and_is_required() {
     let (code, err) = run(&["--webhook", "https://hooks.example/x", "--webhook-secret", "short"]);
     assert!(code == Some(64) && err.contains("at least 16") && !err.contains("short"), "{err}");
 }
+
+#[tokio::test]
+async fn a_zombie_found_by_a_check_is_an_event_once() {
+    let nacos = Rnacos::start().await;
+    // Registered, but nothing listens there (the port is held, bound and not listening): a
+    // crashed instance whose registration outlives it.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = held.local_addr().unwrap();
+    nacos.register_persistent("orders", dead, "stable").await;
+    let admin = Admin::start(&nacos.url(), &["--scan-interval", "200ms"]).await;
+    let mut events = Events::open(&admin, "").await;
+    for _ in 0..2 {
+        let found = admin.get("/api/v1/services/orders/zombies", VIEWER).await;
+        assert_eq!(found.body["zombies"][0]["address"], dead.to_string(), "{found:?}");
+    }
+    let z = events.until("zombie.found", |e| e["data"]["instance"] == dead.to_string()).await;
+    assert_eq!(
+        (z["service"].as_str(), z["data"]["reason"].as_str()),
+        (Some("orders"), Some("connection refused"))
+    );
+    // The second check found the same zombie: no second event.
+    assert_eq!(metric(&admin, r#"berth_admin_events_total{type="zombie.found"}"#).await, 1.0);
+}
