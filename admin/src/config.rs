@@ -62,6 +62,12 @@ pub struct AdminArgs {
     #[arg(long, env = "BERTH_SCAN_INTERVAL", value_name = "DURATION", default_value = "2s", value_parser = duration)]
     pub scan_interval: Duration,
 
+    /// Read the traffic numbers from this Prometheus (its base URL, e.g.
+    /// `http://prometheus:9090/`), which must scrape the sidecars, instead of reading every
+    /// sidecar's `/metrics`; for large fleets. Propagation still asks the sidecars.
+    #[arg(long, env = "BERTH_PROMETHEUS", value_name = "URL")]
+    pub prometheus: Option<String>,
+
     /// POST every event, signed, to this URL (repeatable; comma-separated in the environment).
     /// Needs `--webhook-secret`.
     #[arg(
@@ -90,6 +96,8 @@ pub struct Config {
     pub warmup: Duration,
     pub probe_timeout: Duration,
     pub scan_interval: Duration,
+    /// The Prometheus to read traffic from, if any.
+    pub prometheus: Option<reqwest::Url>,
     /// Where events are POSTed, and the key they are signed with.
     pub webhooks: Vec<Target>,
     pub webhook_secret: Option<Secret>,
@@ -135,6 +143,7 @@ impl AdminArgs {
             });
         }
         let webhooks = webhooks(&self.webhooks, self.webhook_secret.as_ref())?;
+        let prometheus = self.prometheus.as_deref().map(prometheus).transpose()?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
             _ => None,
@@ -147,10 +156,26 @@ impl AdminArgs {
             warmup: self.warmup,
             probe_timeout: self.probe_timeout,
             scan_interval: self.scan_interval,
+            prometheus,
             webhooks,
             webhook_secret: self.webhook_secret,
         })
     }
+}
+
+/// The Prometheus base URL, ending in `/` so that API paths join under it.
+fn prometheus(raw: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid =
+        |allowed: String| ConfigError::Invalid { option: "--prometheus", value: raw.into(), allowed };
+    let mut url = reqwest::Url::parse(raw.trim()).map_err(|e| invalid(format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid("expected an http:// or https:// URL such as http://prometheus:9090/".into()));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// Checks the webhook URLs and their secret. The URLs are not repeated in errors: they often

@@ -34,6 +34,9 @@ pub use config::{AdminArgs, Config, EXIT_CONFIG};
 /// Exit code when admin could not start (the port is in use, the registry is unusable).
 pub const EXIT_START: u8 = 1;
 
+/// How long a query to Prometheus may take.
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long open requests may take to finish once a shutdown signal arrives.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -111,6 +114,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         events: events.clone(),
         metrics: metrics.clone(),
         interval: config.scan_interval,
+        read_metrics: config.prometheus.is_none(),
         latest,
     };
     tokio::spawn(scanner.run(stopping.clone()));
@@ -123,6 +127,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         probe_timeout: config.probe_timeout,
         fleet: fleet::Fleet::new(scans),
         traffic,
+        prometheus: match config.prometheus.clone() {
+            Some(url) => Some(
+                traffic::prometheus::Prometheus::new(url, PROMETHEUS_TIMEOUT).map_err(StartError::Client)?,
+            ),
+            None => None,
+        },
         events,
         stopping,
     };
@@ -132,6 +142,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(
         listen = %addr, tls = config.tls.is_some(), registry = %registry.describe(),
         tokens = ?config.tokens, webhooks = ?config.webhooks, scan_interval = ?config.scan_interval,
+        prometheus = ?config.prometheus.as_ref().map(reqwest::Url::as_str),
         "berth admin listening"
     );
     let served = match config.tls {

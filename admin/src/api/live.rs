@@ -103,9 +103,14 @@ fn frame(e: &Arc<Event>) -> sse::Event {
 /// over the last hour (what this replica has seen), for the history chart.
 pub async fn traffic(State(st): State<AppState>, _: Reader, t: Target) -> Result<Response, ApiError> {
     let current = st.store.read(&t.service).await?;
-    let targets = crate::traffic::targets(&compiled(&current).policy);
-    let window = st.traffic.window(&t.service, berth_core::now_millis(), &targets);
-    let series = st.traffic.series(&t.service);
+    let window = st.window(&t.service, &compiled(&current).policy).await;
+    let series = match &st.prometheus {
+        Some(p) => p.series(&t.service).await.unwrap_or_else(|e| {
+            tracing::warn!(service = %t.service, error = %e, "cannot read the error rate from Prometheus");
+            Vec::new()
+        }),
+        None => st.traffic.series(&t.service),
+    };
     Ok(Json(json!({"service": t.service, "window": window, "series": series})).into_response())
 }
 

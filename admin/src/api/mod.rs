@@ -53,6 +53,8 @@ pub struct AppState {
     pub fleet: Fleet,
     /// The sidecars' counters of the last minute.
     pub traffic: Traffic,
+    /// Where traffic numbers come from instead, with `--prometheus`.
+    pub prometheus: Option<crate::traffic::prometheus::Prometheus>,
     pub events: Events,
     /// Turns `true` when admin shuts down: event streams end.
     pub stopping: watch::Receiver<bool>,
@@ -121,6 +123,17 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+impl AppState {
+    /// `service`'s traffic over the last minute, from the sidecars or Prometheus.
+    pub async fn window(&self, service: &str, policy: &berth_core::policy::Policy) -> crate::traffic::Window {
+        let targets = crate::traffic::targets(policy);
+        match &self.prometheus {
+            Some(p) => p.window(service, &targets).await,
+            None => self.traffic.window(service, berth_core::now_millis(), &targets),
+        }
+    }
 }
 
 /// Counts and times every request by its route template (never the raw path).

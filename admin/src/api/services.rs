@@ -98,8 +98,7 @@ pub async fn show(State(st): State<AppState>, _: Reader, t: Target) -> Result<Re
     let policy = compiled(&current);
     let scan = st.fleet.latest();
     let symbols = super::instances::by_symbol(&t.service, &policy, &instances, &scan, st.warmup);
-    let now = berth_core::now_millis();
-    let traffic = st.traffic.window(&t.service, now, &crate::traffic::targets(&policy.policy));
+    let traffic = st.window(&t.service, &policy.policy).await;
     let mut body = json!({
         "service": t.service,
         "instances": instances.len(),

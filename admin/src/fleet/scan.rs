@@ -32,6 +32,8 @@ pub struct Scanner {
     pub events: Events,
     pub metrics: crate::metrics::Metrics,
     pub interval: Duration,
+    /// Whether to read each sidecar's `/metrics` (not when Prometheus gives the traffic).
+    pub read_metrics: bool,
     pub latest: watch::Sender<Arc<Scan>>,
 }
 
@@ -77,7 +79,7 @@ impl Scanner {
         sidecars.sort();
         let last: HashMap<SocketAddr, Arc<Report>> =
             prev.sidecars.iter().filter_map(|s| Some((s.sidecar.instance, s.last.clone()?))).collect();
-        let metrics = true;
+        let metrics = self.read_metrics;
         let seen: Vec<Seen> = futures_util::stream::iter(sidecars)
             .map(|sidecar| {
                 let last = last.get(&sidecar.instance).cloned();

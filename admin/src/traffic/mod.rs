@@ -5,9 +5,11 @@
 //! ([`Traffic::record`]); a window is the difference between each sidecar's newest and oldest
 //! kept counters, summed over the sidecars (a counter that went down is a restarted sidecar:
 //! its new value is the increase, as Prometheus's `rate` takes it). Latency needs the sidecars'
-//! `berth_outbound_request_duration_seconds` histogram; without it p50/p99 are absent.
+//! `berth_outbound_request_duration_seconds` histogram; without it p50/p99 are absent. With
+//! `--prometheus URL`, [`prometheus`] asks a Prometheus that scrapes the sidecars instead.
 
 pub mod counters;
+pub mod prometheus;
 mod window;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -46,7 +48,8 @@ pub struct SymbolTraffic {
 /// A service's traffic over the window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Window {
-    /// `sidecars`: their `/metrics`, read by admin itself (no Prometheus needed).
+    /// `sidecars` (their `/metrics`, read by admin itself: no Prometheus needed) or
+    /// `prometheus` (`--prometheus URL`).
     pub source: &'static str,
     /// How many seconds the numbers cover (less than 60 while admin has just started).
     pub seconds: f64,

@@ -3,6 +3,7 @@
 
 mod events;
 mod policy;
+mod prometheus;
 mod propagation;
 mod retire;
 mod services;
