@@ -20,7 +20,7 @@ pub const EXIT_CONFIG: u8 = 64;
 /// `berth admin`: the control-plane HTTP API.
 #[derive(Debug, Clone, Args)]
 #[command(
-    about = "Run the admin API: set symbols and weights, promote, roll back (state lives in the registry)"
+    about = "Run the admin API and its page: set symbols and weights, promote, roll back, retire; see what took effect (state lives in the registry)"
 )]
 pub struct AdminArgs {
     /// Where the API listens; port 0 picks a free port (logged as `berth admin listening`).

@@ -12,7 +12,7 @@ use berth_core::policy::CompiledPolicy;
 use berth_core::{Instance, Symbol};
 use serde::Serialize;
 
-use crate::fleet::Scan;
+use crate::fleet::{Scan, Sidecar};
 
 /// One instance as `GET /services/{service}` shows it.
 #[derive(Debug, Serialize)]
@@ -99,8 +99,8 @@ fn view(
     }
 }
 
-/// Every instance of `service` by symbol: the registered ones, then those draining after they
-/// left the registry.
+/// Every instance of `service` by symbol: the registered ones, then those whose sidecars run
+/// on after they left the registry.
 pub fn by_symbol(
     service: &str,
     policy: &CompiledPolicy,
@@ -120,25 +120,7 @@ pub fn by_symbol(
         let v = view(policy, i, now, warmup, seen.remove(&i.addr).unwrap_or_default());
         symbols.entry(v.symbol.clone()).or_default().push(v);
     }
-    // Sidecars the last scan found registered that the registry no longer lists: their drain
-    // has just begun (the next scan asks them), unless the scan already knows how they stand.
-    let just_left = scan
-        .sidecars
-        .iter()
-        .map(|s| (&s.sidecar, "deregistered"))
-        .filter(|(s, _)| !scan.departed.iter().any(|d| d.sidecar.instance == s.instance));
-    let departed = scan.departed.iter().filter_map(|d| {
-        // Deregistered to drain, or because its app turned unhealthy (and it waits to
-        // register again).
-        let state = match d.lifecycle.as_str() {
-            "draining" => "draining",
-            "starting" => "starting",
-            "registering" => "registering",
-            _ => return None,
-        };
-        Some((&d.sidecar, state))
-    });
-    for (sidecar, state) in departed.chain(just_left) {
+    for (sidecar, state) in departed(scan) {
         if sidecar.service != service || instances.iter().any(|i| i.addr == sidecar.instance) {
             continue;
         }
@@ -160,4 +142,25 @@ pub fn by_symbol(
         symbols.entry(v.symbol.clone()).or_default().push(v);
     }
     symbols
+}
+
+/// Sidecars that left the registry and still run, with the state to show: deregistered to
+/// drain, or because their app turned unhealthy (they wait to register again); and those the
+/// last scan found registered — their drain has just begun, the next scan asks them.
+fn departed(scan: &Scan) -> impl Iterator<Item = (&Sidecar, &'static str)> {
+    let followed = scan.departed.iter().filter_map(|d| {
+        let state = match d.lifecycle.as_str() {
+            "draining" => "draining",
+            "starting" => "starting",
+            "registering" => "registering",
+            _ => return None,
+        };
+        Some((&d.sidecar, state))
+    });
+    let just_left = scan
+        .sidecars
+        .iter()
+        .map(|s| (&s.sidecar, "deregistered"))
+        .filter(|(s, _)| !scan.departed.iter().any(|d| d.sidecar.instance == s.instance));
+    followed.chain(just_left)
 }

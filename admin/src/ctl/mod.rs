@@ -28,7 +28,9 @@ pub const EXIT_USAGE: u8 = 64;
 
 /// `berth ctl`: the admin API's command-line client.
 #[derive(Debug, Clone, Args)]
-#[command(about = "Call the admin API: services, weights, rules, symbols, promote, roll back")]
+#[command(
+    about = "Call the admin API: services, weights, rules, symbols, promote, roll back, retire (--wait: until applied)"
+)]
 pub struct CtlArgs {
     /// The admin API's base URL.
     #[arg(
@@ -200,7 +202,31 @@ pub fn main(args: CtlArgs) -> ExitCode {
 pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
     let client = Client::new(&args)?;
     let (format, command) = (args.output, args.command);
-    let answer = match &command {
+    let answer = call(&client, &command).await?;
+    let mut text = match format {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&answer).unwrap_or_default()),
+        Output::Table => output::render(&command, &answer),
+    };
+    if let (Some(timeout), Some(service)) = (args.wait, command.changes()) {
+        let retired = match &command {
+            CtlCommand::Retire { symbol, .. } => Some(symbol),
+            _ => None,
+        };
+        let version = answer["version"].as_u64().unwrap_or(0);
+        let goal = wait::Goal { service, version, retired };
+        match wait::until_applied(&client, goal, timeout).await {
+            // Scripts reading JSON get the API's answer alone.
+            Ok(done) if format == Output::Table => text += &done,
+            Ok(_) => {}
+            Err(detail) => return Err(CtlError::NotApplied { written: text, detail }),
+        }
+    }
+    Ok(text)
+}
+
+/// The one API call of a command, and its answer.
+async fn call(client: &Client, command: &CtlCommand) -> Result<Value, CtlError> {
+    Ok(match command {
         CtlCommand::Services => client.get("/api/v1/services").await?,
         CtlCommand::Show { service } => client.get(&service_path(service, "")).await?,
         CtlCommand::Policy { service, file: None } => client.get(&service_path(service, "/policy")).await?,
@@ -245,26 +271,7 @@ pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
         }
         CtlCommand::History { service } => client.get(&service_path(service, "/history")).await?,
         CtlCommand::Zombies { service } => client.get(&service_path(service, "/zombies")).await?,
-    };
-    let mut text = match format {
-        Output::Json => format!("{}\n", serde_json::to_string_pretty(&answer).unwrap_or_default()),
-        Output::Table => output::render(&command, &answer),
-    };
-    if let (Some(timeout), Some(service)) = (args.wait, command.changes()) {
-        let retired = match &command {
-            CtlCommand::Retire { symbol, .. } => Some(symbol),
-            _ => None,
-        };
-        let version = answer["version"].as_u64().unwrap_or(0);
-        let goal = wait::Goal { service, version, retired };
-        match wait::until_applied(&client, goal, timeout).await {
-            // Scripts reading JSON get the API's answer alone.
-            Ok(done) if format == Output::Table => text += &done,
-            Ok(_) => {}
-            Err(detail) => return Err(CtlError::NotApplied { written: text, detail }),
-        }
-    }
-    Ok(text)
+    })
 }
 
 impl CtlCommand {
