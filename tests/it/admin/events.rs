@@ -15,14 +15,14 @@ const T: Duration = Duration::from_secs(30);
 const SECRET: &str = "webhook-secret-0123456789";
 
 /// An open `GET /api/v1/events` and every event it delivered so far.
-struct Events {
+pub struct Events {
     resp: reqwest::Response,
     buf: String,
     seen: Vec<Value>,
 }
 
 impl Events {
-    async fn open(admin: &Admin, query: &str) -> Events {
+    pub async fn open(admin: &Admin, query: &str) -> Events {
         let resp = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -38,7 +38,7 @@ impl Events {
     }
 
     /// Reads until an event of `kind` for which `pred` holds arrives; returns it.
-    async fn until(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn until(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + T;
         loop {
             if let Some(e) = self.seen.iter().find(|e| e["type"] == kind && pred(e)) {
@@ -108,7 +108,7 @@ fn python_hmac(key: &str, body: &[u8]) -> String {
     String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_owned()
 }
 
-async fn metric(admin: &Admin, line_start: &str) -> f64 {
+pub async fn metric(admin: &Admin, line_start: &str) -> f64 {
     let text = client().get(admin.url("/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok()).unwrap_or(0.0)
 }

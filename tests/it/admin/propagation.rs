@@ -120,3 +120,34 @@ async fn a_consumer_that_rejects_a_policy_lags_with_the_reason() {
     let line = format!("lagging: web {} (at version 1; rejected the newer one:", consumer.inbound);
     assert!(show.stdout.contains(&line) && show.stdout.contains("sum to 100"), "{show:?}");
 }
+
+#[tokio::test]
+async fn two_admin_replicas_agree_and_each_streams_the_others_changes() {
+    let nacos = Rnacos::start().await;
+    let (users, web) = (App::start("users").await, App::start("web").await);
+    let provider = Sidecar::start("users", users.addr.port(), &nacos.url(), &[]).await;
+    let consumer = Sidecar::start("web", web.addr.port(), &nacos.url(), &["--services", "users"]).await;
+    provider.wait_ready(T).await;
+    consumer.wait_ready(T).await;
+    let a = Admin::start(&nacos.url(), &["--scan-interval", "200ms"]).await;
+    let b = Admin::start(&nacos.url(), &["--scan-interval", "200ms"]).await;
+    let mut on_b = crate::admin::events::Events::open(&b, "").await;
+    eventually(T, "both replicas see the consumer", || async {
+        propagation(&a).await["consumers"] == 1 && propagation(&b).await["consumers"] == 1
+    })
+    .await;
+    // b's scanner has its baseline (the first scan) before the change.
+    eventually(T, "b scanned twice", || async {
+        crate::admin::events::metric(&b, "berth_admin_scans_total").await >= 2.0
+    })
+    .await;
+    assert_eq!(a.put("/api/v1/services/users/weights", ALICE, json!({"stable": 100})).await.status, 200);
+    // b learns of a's change from the registry, with its author from the history.
+    let e = on_b.until("policy.changed", |e| e["data"]["version"] == 1).await;
+    assert_eq!((e["data"]["author"].as_str(), e["id"].as_str()), (Some("alice"), Some("policy/users/1")));
+    eventually(T, "both replicas say the consumer applied version 1", || async {
+        let (pa, pb) = (propagation(&a).await, propagation(&b).await);
+        pa["applied"] == 1 && pa["version"] == 1 && pb["applied"] == 1 && pb["version"] == 1
+    })
+    .await;
+}
