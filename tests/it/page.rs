@@ -57,9 +57,13 @@ async fn the_page_shows_a_rollout_and_drives_it_with_the_right_token() {
     let nacos = Rnacos::start().await;
     let (users, web) = (App::start("users").await, App::start("web").await);
     let stable = Sidecar::start("users", users.addr.port(), &nacos.url(), &["--warmup", "1s"]).await;
-    let canary =
-        Sidecar::start("users", users.addr.port(), &nacos.url(), &["--symbol", "canary", "--warmup", "90s"])
-            .await;
+    let canary = Sidecar::start(
+        "users",
+        users.addr.port(),
+        &nacos.url(),
+        &["--symbol", "canary", "--warmup", "90s", "--drain-min", "5s"],
+    )
+    .await;
     let consumer = Sidecar::start("web", web.addr.port(), &nacos.url(), &["--services", "users"]).await;
     for s in [&stable, &canary, &consumer] {
         s.wait_ready(T).await;
@@ -158,11 +162,35 @@ async fn the_page_shows_a_rollout_and_drives_it_with_the_right_token() {
     })
     .await;
 
+    // Rules and an override through their forms.
+    browser
+        .type_into("#rules", r#"[{"match": [{"header": "x-beta", "present": true}], "symbol": "canary"}]"#)
+        .await;
+    browser.click("#apply-rules").await;
+    browser.wait_text("#status", "version 5 written").await;
+    assert_eq!(policy(&admin).await["rules"][0]["symbol"], "canary");
+    browser.type_into("#override-symbol", "blue").await;
+    browser.click("#apply-override").await;
+    browser.wait_text("#status", "version 6 written").await;
+    let first = browser.run("return document.getElementById('override-address').value;", json!([])).await;
+    assert_eq!(policy(&admin).await["overrides"][first.as_str().unwrap()], "blue");
+    browser.wait(&format!("[data-symbol=blue] tr[data-address='{}']", first.as_str().unwrap())).await;
+    let undo = format!("/api/v1/services/users/symbols/{}", first.as_str().unwrap());
+    assert_eq!(admin.put(&undo, ALICE, json!({"symbol": null})).await.status, 200);
+
     if let Some(path) = std::env::var_os("BERTH_PAGE_SCREENSHOT") {
         browser.window(1366, 1500).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         std::fs::write(path, browser.screenshot().await).unwrap();
     }
+    // A drain shows: the canary leaves the registry and its row says so.
+    let drain = crate::support::client().post(canary.admin_url("/drain")).send().await.unwrap();
+    assert_eq!(drain.status(), 202);
+    eventually(T, "the page shows the canary leaving", || async {
+        let state = browser.text(&format!("{canary_row} .state")).await;
+        state == "draining" || state == "deregistered"
+    })
+    .await;
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of the page");
     load.abort();
