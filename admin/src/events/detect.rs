@@ -136,10 +136,15 @@ fn seen(service: &str, prev: &Scan, next: &Scan) -> Vec<Event> {
 /// Symbols whose last instance left the registry (a retired deployment that has drained).
 fn drained_symbols(service: &str, before: &[Instance], now: &[Instance]) -> Vec<Event> {
     let left: BTreeSet<String> = now.iter().map(symbol).collect();
-    let gone: BTreeSet<String> = before.iter().map(symbol).filter(|s| !left.contains(s)).collect();
+    // Each gone symbol with the latest registration it had: an id every replica agrees on.
+    let mut gone: BTreeMap<String, u64> = BTreeMap::new();
+    for i in before.iter().filter(|i| !left.contains(&symbol(i))) {
+        let latest = gone.entry(symbol(i)).or_default();
+        *latest = (*latest).max(started_at(i));
+    }
     gone.into_iter()
-        .map(|s| {
-            let id = format!("symbol-drained/{service}/{s}/{}", berth_core::now_millis());
+        .map(|(s, latest)| {
+            let id = format!("symbol-drained/{service}/{s}/{latest}");
             Event::new("symbol.drained", id, service, json!({"symbol": s, "instances": 0}))
         })
         .collect()
@@ -226,6 +231,7 @@ mod tests {
         assert!(events[1].data["reason"].as_str().unwrap().starts_with("gone without a drain"));
         assert_eq!(events[4].data["ejected_by_consumers"], 1);
         assert_eq!((events[5].kind, &events[5].data["symbol"]), ("symbol.drained", &json!("canary")));
+        assert_eq!(events[5].id, "symbol-drained/users/canary/5", "the same from every replica");
         // The second consumer answered neither scan: a zombie, named by its own registration.
         assert_eq!((events[6].kind, events[6].id.as_str()), ("zombie.found", "zombie/web/127.0.0.1:11/1"));
         assert_eq!(events.len(), 7, "{events:#?}");
