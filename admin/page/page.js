@@ -92,7 +92,10 @@ async function signIn(token) {
   const readOnly = state.role !== "write";
   $("controls").disabled = readOnly;
   $("read-only").hidden = !readOnly;
+  // Draw the service again at once: its buttons follow the role.
+  state.view = null;
   await loadServices();
+  await refresh();
   listen();
 }
 
@@ -147,7 +150,10 @@ function renderService(v, fresh) {
   const symbols = new Set([...Object.keys(v.symbols), ...Object.keys(policy.weights || {}), ...Object.keys(v.traffic.symbols)]);
   if (policy.default) symbols.add(policy.default);
   const sorted = [...symbols].sort();
+  // The cards are drawn anew on every refresh: keep the keyboard's place.
+  const focused = document.activeElement && document.activeElement.id;
   $("symbols").replaceChildren(...sorted.map((s) => card(s, v, policy)));
+  if (focused && $(focused) && document.activeElement !== $(focused)) $(focused).focus();
   if (fresh) fillControls(sorted, v, policy);
 }
 

@@ -114,6 +114,21 @@ async fn the_page_shows_a_rollout_and_drives_it_with_the_right_token() {
     browser.wait_text("#who-name", "alice").await;
     browser.wait(&canary_row).await;
     assert!(browser.enabled("#apply-weights").await);
+    eventually(T, "the cards' buttons follow the write token", || async {
+        browser.enabled("#promote-canary").await
+    })
+    .await;
+    // Keyboard focus on a card's button survives the refresh that draws the cards anew.
+    let marked = browser
+        .run("document.getElementById('promote-canary').focus(); document.querySelector('[data-symbol=canary]').dataset.old = '1'; return document.activeElement.id;", json!([]))
+        .await;
+    assert_eq!(marked, json!("promote-canary"));
+    eventually(T, "the cards are drawn anew", || async {
+        browser.run("return !document.querySelector('[data-symbol=canary]').dataset.old;", json!([])).await
+            == json!(true)
+    })
+    .await;
+    assert_eq!(browser.run("return document.activeElement.id;", json!([])).await, json!("promote-canary"));
 
     // Move the canary weight.
     browser.type_into("#weight-stable", "80").await;

@@ -128,16 +128,28 @@ impl Browser {
             .to_owned()
     }
 
+    /// Clicks the element; again when the page replaced it between finding and clicking (it
+    /// re-renders its cards on every refresh).
     pub async fn click(&self, css: &str) {
-        let e = self.wait(css).await;
-        self.post(&format!("/element/{}/click", e.0), json!({})).await;
+        for _ in 0..20 {
+            let e = self.wait(css).await;
+            let v = self.post(&format!("/element/{}/click", e.0), json!({})).await;
+            match v["error"].as_str() {
+                None => return,
+                Some("stale element reference") => tokio::time::sleep(Duration::from_millis(50)).await,
+                Some(other) => panic!("clicking `{css}`: {other}: {}", v["message"]),
+            }
+        }
+        panic!("`{css}` kept being replaced before it could be clicked");
     }
 
     /// Replaces the value of a field by typing `text` into it.
     pub async fn type_into(&self, css: &str, text: &str) {
         let e = self.wait(css).await;
-        self.post(&format!("/element/{}/clear", e.0), json!({})).await;
-        self.post(&format!("/element/{}/value", e.0), json!({"text": text})).await;
+        for (what, body) in [("clear", json!({})), ("value", json!({"text": text}))] {
+            let v = self.post(&format!("/element/{}/{what}", e.0), body).await;
+            assert!(v["error"].is_null(), "typing into `{css}`: {v}");
+        }
     }
 
     /// Whether the element is enabled, as the browser judges it (a disabled fieldset counts).
