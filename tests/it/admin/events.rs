@@ -252,3 +252,48 @@ async fn a_zombie_found_by_a_check_is_an_event_once() {
     // The second check found the same zombie: no second event.
     assert_eq!(metric(&admin, r#"berth_admin_events_total{type="zombie.found"}"#).await, 1.0);
 }
+
+#[tokio::test]
+async fn an_instance_a_consumer_ejects_is_an_event_and_shows_as_ejected() {
+    let nacos = Rnacos::start().await;
+    let (good_app, web) = (App::start("users").await, App::start("web").await);
+    // Its app closes every connection unanswered: its sidecar answers 502 app-failed.
+    let bad_app = App::start_with("users", 0, &["--reset"]).await;
+    let good = Sidecar::start("users", good_app.addr.port(), &nacos.url(), &[]).await;
+    let bad = Sidecar::start("users", bad_app.addr.port(), &nacos.url(), &[]).await;
+    let consumer =
+        Sidecar::start("web", web.addr.port(), &nacos.url(), &["--services", "users", "--eject-for", "30s"])
+            .await;
+    for s in [&good, &bad, &consumer] {
+        s.wait_ready(T).await;
+    }
+    let admin = Admin::start(&nacos.url(), &["--scan-interval", "200ms"]).await;
+    let mut events = Events::open(&admin, "?service=users").await;
+    eventually(T, "two scans", || async { metric(&admin, "berth_admin_scans_total").await >= 2.0 }).await;
+    let out = consumer.outbound_client();
+    eventually(T, "the consumer ejects the failing instance", || async {
+        let _ = out.get("http://users/").send().await;
+        let seen = consumer.endpoints().await;
+        seen["services"]["users"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["addr"] == bad.inbound.to_string() && i["state"] == "ejected")
+    })
+    .await;
+    let e = events.until("instance.ejected", |e| e["data"]["instance"] == bad.inbound.to_string()).await;
+    assert_eq!(e["data"]["ejected_by_consumers"], 1, "{e}");
+    let show = admin.get("/api/v1/services/users", VIEWER).await.body;
+    let row = show["symbols"]["stable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["address"] == bad.inbound.to_string())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (row["state"].as_str(), row["seen_by_consumers"]["ejected"].as_u64()),
+        (Some("ejected"), Some(1)),
+        "{row}"
+    );
+}
