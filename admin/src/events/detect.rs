@@ -10,10 +10,16 @@ use super::Event;
 use crate::fleet::Scan;
 use crate::store::Store;
 
+/// How long a written policy version waits for its history entry (its author) before it is
+/// announced without one: the writer records the history right after the policy.
+const HISTORY_GRACE_MS: u64 = 5_000;
+
 /// The events between `prev` and `next`: policy versions written, instances registered,
-/// draining, deregistered, ejected, zombies, and symbols left without instances.
-pub async fn changes(prev: &Scan, next: &Scan, store: &Store) -> Vec<Event> {
+/// draining, deregistered, ejected, zombies, and symbols left without instances. Records in
+/// `next` which policy versions were announced.
+pub async fn changes(prev: &Scan, next: &mut Scan, store: &Store) -> Vec<Event> {
     let mut events = policies(prev, next, store).await;
+    let next = &*next;
     for (service, now) in &next.instances {
         let before = prev.instances.get(service).map_or(&[][..], Vec::as_slice);
         events.extend(instances(service, before, now, next));
@@ -32,26 +38,39 @@ fn symbol(i: &Instance) -> String {
     i.symbol().unwrap_or_default().to_string()
 }
 
-/// Every version written since the scan before, with its author from the history.
-async fn policies(prev: &Scan, next: &Scan, store: &Store) -> Vec<Event> {
+/// Every version written since the last one announced, with its author from the history. A
+/// version whose history entry is not there yet waits (up to [`HISTORY_GRACE_MS`]); one
+/// written without admin is announced as such once the grace is over.
+async fn policies(prev: &Scan, next: &mut Scan, store: &Store) -> Vec<Event> {
     let mut events = Vec::new();
+    let now = next.at_ms;
     for (service, &version) in &next.versions {
-        let Some(&before) = prev.versions.get(service).filter(|v| **v < version) else { continue };
-        let mut history = store.history(service).await.ok();
-        if history.as_ref().is_none_or(|h| h.get(version).is_none()) {
-            // The writer records the history right after the policy: give it a moment.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            history = store.history(service).await.ok();
-        }
+        let before = match prev.announced.get(service) {
+            Some(&b) if b < version => b,
+            // A service seen for the first time is the baseline; a version that went down
+            // (a document deleted) is nothing to announce.
+            _ => {
+                next.announced.insert(service.clone(), version);
+                continue;
+            }
+        };
+        let history = store.history(service).await.ok();
         let entries: Vec<_> =
             (before + 1..=version).filter_map(|v| history.as_ref().and_then(|h| h.get(v))).collect();
-        if entries.last().is_none_or(|e| e.version != version) {
-            events.push(Event::policy(service, version, None, Some("written outside berth admin")));
+        let recorded = entries.last().is_some_and(|e| e.version == version);
+        let since = prev.unannounced_since.get(service).copied().unwrap_or(now);
+        if !recorded && now.saturating_sub(since) < HISTORY_GRACE_MS {
+            next.announced.insert(service.clone(), before);
+            next.unannounced_since.insert(service.clone(), since);
             continue;
         }
         events.extend(
             entries.iter().map(|e| Event::policy(service, e.version, Some(&e.author), Some(&e.summary))),
         );
+        if !recorded {
+            events.push(Event::policy(service, version, None, Some("written outside berth admin")));
+        }
+        next.announced.insert(service.clone(), version);
     }
     events
 }
@@ -216,7 +235,8 @@ mod tests {
         // :1 restarted (a new started_at), :3 (the last canary) left without a drain, :5 came.
         let next =
             scan(vec![instance(1, "stable", 6), instance(5, "blue", 6)], &[(1, "ejected"), (5, "serving")]);
-        let events = changes(&prev, &next, &store).await;
+        let mut next = next;
+        let events = changes(&prev, &mut next, &store).await;
         let got: Vec<(&str, &str)> = events.iter().map(|e| (e.kind, e.id.as_str())).collect();
         assert_eq!(
             got[..5],
@@ -235,9 +255,57 @@ mod tests {
         // The second consumer answered neither scan: a zombie, named by its own registration.
         assert_eq!((events[6].kind, events[6].id.as_str()), ("zombie.found", "zombie/web/127.0.0.1:11/1"));
         assert_eq!(events.len(), 7, "{events:#?}");
+        let mut again = next.clone();
         assert!(
-            changes(&next, &next, &store).await.iter().all(|e| e.kind == "zombie.found"),
+            changes(&next, &mut again, &store).await.iter().all(|e| e.kind == "zombie.found"),
             "no change, no event"
         );
+    }
+
+    #[tokio::test]
+    async fn a_version_waits_for_its_author_then_is_announced_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("dir://{}", dir.path().display()).parse().unwrap();
+        let registry = berth_core::registry::open(&url).unwrap();
+        let store = Store::new(registry.clone(), crate::metrics::Metrics::new());
+        let at = |ms: u64, version: u64, announced: &Scan| Scan {
+            number: 2,
+            at_ms: ms,
+            versions: [("users".to_owned(), version)].into(),
+            announced: announced.announced.clone(),
+            unannounced_since: announced.unannounced_since.clone(),
+            ..Scan::default()
+        };
+        let base = Scan { announced: [("users".to_owned(), 0)].into(), ..Scan::default() };
+        // Version 1 is stored, its history entry not yet: nothing is announced for now.
+        let mut one = at(1_000, 1, &base);
+        one.announced.clear();
+        assert!(changes(&base, &mut one, &store).await.is_empty());
+        assert_eq!((one.announced["users"], one.unannounced_since["users"]), (0, 1_000));
+        // Then the writer records it: announced with its author, once.
+        let change =
+            crate::store::Change { service: "users", if_match: None, author: "alice", action: "set weights" };
+        store
+            .change(change, |c| {
+                let mut p = c.editable()?;
+                p.strict = true;
+                Ok(p)
+            })
+            .await
+            .unwrap();
+        let mut two = at(2_000, 1, &one);
+        let events = changes(&one, &mut two, &store).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].id.as_str(), &events[0].data["author"]), ("policy/users/1", &json!("alice")));
+        assert_eq!(two.announced["users"], 1);
+        let mut three = at(3_000, 1, &two);
+        assert!(changes(&two, &mut three, &store).await.is_empty(), "announced once");
+        // A version nobody recorded is announced without an author once the grace is over.
+        registry.publish_config("berth.traffic.users", r#"{"schema": 1, "version": 2}"#, None).await.unwrap();
+        let mut four = at(4_000, 2, &three);
+        assert!(changes(&three, &mut four, &store).await.is_empty());
+        let mut late = at(4_000 + HISTORY_GRACE_MS, 2, &four);
+        let events = changes(&four, &mut late, &store).await;
+        assert_eq!((events.len(), &events[0].data["summary"]), (1, &json!("written outside berth admin")));
     }
 }

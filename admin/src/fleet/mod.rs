@@ -113,6 +113,11 @@ pub struct Scan {
     pub instances: BTreeMap<String, Vec<Instance>>,
     /// Every service's stored policy version.
     pub versions: BTreeMap<String, u64>,
+    /// Every service's policy version that `policy.changed` events have been published up to
+    /// (the version current at the first scan counts).
+    pub announced: BTreeMap<String, u64>,
+    /// Since when (ms since the epoch) a written version waits for its history entry.
+    pub unannounced_since: BTreeMap<String, u64>,
     /// Every sidecar found, in sidecar order.
     pub sidecars: Vec<Seen>,
     /// Instances that left the registry and whose sidecars still drain.

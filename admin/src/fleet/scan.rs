@@ -51,16 +51,22 @@ impl Scanner {
                 _ = stop.wait_for(|s| *s) => return,
             }
             let prev = self.latest.borrow().clone();
-            let next = Arc::new(self.scan(&prev).await);
+            let mut next = self.scan(&prev).await;
             self.keep_traffic(&next);
             let answered = next.sidecars.iter().filter(|s| s.now.is_ok()).count();
             self.metrics.scan(answered, next.sidecars.len() - answered);
-            if prev.number > 0 {
-                for event in crate::events::detect::changes(&prev, &next, &self.store).await {
-                    self.events.publish(event);
+            // The first scan is the baseline: what it finds is no change.
+            let events = match prev.number {
+                0 => {
+                    next.announced = next.versions.clone();
+                    Vec::new()
                 }
+                _ => crate::events::detect::changes(&prev, &mut next, &self.store).await,
+            };
+            for event in events {
+                self.events.publish(event);
             }
-            self.latest.send_replace(next);
+            self.latest.send_replace(Arc::new(next));
         }
     }
 
@@ -98,6 +104,9 @@ impl Scanner {
             at_ms: berth_core::now_millis(),
             instances,
             versions,
+            // Filled in by the event detector.
+            announced: BTreeMap::new(),
+            unannounced_since: BTreeMap::new(),
             sidecars: seen,
             departed,
             registry_error,
