@@ -13,6 +13,8 @@ mod drain;
 mod faults_outbound;
 mod grpc;
 mod injector;
+mod page;
+mod page_browser;
 mod provider;
 mod rollout;
 mod support;
