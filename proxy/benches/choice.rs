@@ -81,7 +81,8 @@ fn snapshot(case: &Case, size: usize, now_ms: u64) -> Snapshot {
 
 /// Median ns per `choose` call over [`REPETITIONS`] timed loops.
 fn measure(snapshot: &Snapshot, policy: &CompiledPolicy, now_ms: u64) -> f64 {
-    let ask = Ask { explicit: None, request: &NoHeaders, tried: &[], now_ms, hedge: false };
+    let ask =
+        Ask { explicit: None, request: &NoHeaders, tried: &[], now_ms, hedge: false, jitter_micros: 0.0 };
     let run = |iterations: u64| {
         let start = Instant::now();
         for _ in 0..iterations {

@@ -102,6 +102,13 @@ impl Latency {
         self.rttvar.store(rttvar, Ordering::Relaxed);
     }
 
+    /// Four deviations of the answer time, in µs (0 before any answer).
+    pub fn jitter_micros(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let v = 4.0 * self.rttvar.load(Ordering::Relaxed) as f64;
+        v
+    }
+
     /// The usual answer time, once something was answered.
     pub fn usual(&self) -> Option<Duration> {
         let srtt = self.srtt.load(Ordering::Relaxed);

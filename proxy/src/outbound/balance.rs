@@ -167,6 +167,9 @@ pub struct Ask<'a, R> {
     /// For a hedge: only an instance that neither drains nor is ejected will do (a hedge is
     /// extra, never a last resort).
     pub hedge: bool,
+    /// The service's latency jitter (four deviations, µs): load differences within it are
+    /// noise, not a slower instance.
+    pub jitter_micros: f64,
 }
 
 /// Why no instance was chosen.
@@ -263,7 +266,7 @@ pub fn choose<R: RequestView>(
     let Some(pool) = pool else {
         return Err(NoChoice::Exhausted { tried: ask.tried.len() });
     };
-    let index = p2c(snapshot, &pool, ask.now_ms);
+    let index = p2c(snapshot, &pool, ask.now_ms, ask.jitter_micros);
     Ok((index, snapshot.entries[index].symbol.clone()))
 }
 
@@ -299,28 +302,30 @@ fn sampled<R>(snapshot: &Snapshot, symbol: &Symbol, ask: &Ask<'_, R>) -> Option<
     }
     // Two distinct candidates: drawing `a` twice would leave no choice at all.
     let b = (0..SAMPLE_DRAWS).find_map(|_| pick().filter(|b| *b != a))?;
-    Some(less_loaded(snapshot, a, b))
+    Some(less_loaded(snapshot, a, b, ask.jitter_micros))
 }
 
-/// How much less loaded the second candidate must be to win: loads within half again (plus
-/// 5 ms) of each other count as equal, so that between instances that are all fine the
-/// weights decide, not latency noise; a busy, slow or hung instance is well past that.
+/// How much less loaded the second candidate must be to win: loads within half again of each
+/// other, plus the service's jitter (at least 5 ms), count as equal, so that between instances
+/// that are all fine the weights decide, not latency noise; a busy, slow or hung instance is
+/// well past that.
 const LOAD_RATIO: f64 = 1.5;
-const LOAD_SLACK_MICROS: f64 = 5_000.0;
+const MIN_LOAD_SLACK_MICROS: f64 = 5_000.0;
 
 /// The less loaded of two entries; the first when they are about as loaded (so that equal
 /// loads follow the weights of the picks).
-fn less_loaded(snapshot: &Snapshot, a: usize, b: usize) -> usize {
+fn less_loaded(snapshot: &Snapshot, a: usize, b: usize, jitter_micros: f64) -> usize {
     let now = clock_ms();
     let load = |i: usize| snapshot.entries[i].endpoint.load(now);
-    if load(b) * LOAD_RATIO + LOAD_SLACK_MICROS <= load(a) { b } else { a }
+    let slack = jitter_micros.max(MIN_LOAD_SLACK_MICROS);
+    if load(b) * LOAD_RATIO + slack <= load(a) { b } else { a }
 }
 
 /// Two weighted random picks of distinct entries; the less loaded wins, the first on a tie.
 ///
 /// Weight acts once, in the picks: with equal load the shares follow the weights exactly, and
 /// under load the comparison steers away from the busier or slower instance.
-fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64) -> usize {
+fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64, jitter_micros: f64) -> usize {
     if pool.len() == 1 {
         return pool[0];
     }
@@ -346,7 +351,7 @@ fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64) -> usize {
     };
     let a = pick(None);
     let b = pick(Some(a));
-    less_loaded(snapshot, pool[a], pool[b])
+    less_loaded(snapshot, pool[a], pool[b], jitter_micros)
 }
 
 mod layer;

@@ -73,6 +73,7 @@ where
             tried,
             now_ms: berth_core::now_millis(),
             hedge,
+            jitter_micros: routed.service.latency.jitter_micros(),
         };
         let (index, symbol) = choose(&snapshot, &policy.compiled, &ask)?;
         Ok(Picked { endpoint: snapshot.entries[index].endpoint.clone(), symbol })

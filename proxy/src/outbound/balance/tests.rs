@@ -41,7 +41,7 @@ fn snapshot(instances: &[Instance], policy: &CompiledPolicy) -> Snapshot {
 fn shares(snap: &Snapshot, policy: &CompiledPolicy, req: &Req, n: usize, now_ms: u64) -> HashMap<u16, usize> {
     let mut out = HashMap::new();
     for _ in 0..n {
-        let ask = Ask { explicit: None, request: req, tried: &[], now_ms, hedge: false };
+        let ask = Ask { explicit: None, request: req, tried: &[], now_ms, hedge: false, jitter_micros: 0.0 };
         let (i, _) = choose(snap, policy, &ask).unwrap();
         *out.entry(snap.entries[i].endpoint.addr.port()).or_default() += 1;
     }
@@ -69,7 +69,14 @@ fn rules_explicit_symbols_and_strict_fallback() {
     let beta = Req(HashMap::from([("x-beta", "1")]));
     assert_eq!(shares(&snap, &policy, &beta, 50, 0).get(&2), Some(&50));
     let blue: Symbol = "blue".parse().unwrap();
-    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: Some(&blue),
+        request: &no_headers(),
+        tried: &[],
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     let (i, s) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!(
         (snap.entries[i].endpoint.addr.port(), s.as_str()),
@@ -79,7 +86,14 @@ fn rules_explicit_symbols_and_strict_fallback() {
 
     let strict = Policy::parse(r#"{"schema":1,"strict":true}"#).unwrap();
     let snap = snapshot(&[instance(1, Some("stable"), None)], &strict);
-    let ask = Ask { explicit: Some(&blue), request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: Some(&blue),
+        request: &no_headers(),
+        tried: &[],
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     assert_eq!(choose(&snap, &strict, &ask), Err(NoChoice::StrictSymbol { symbol: blue.clone() }));
 }
 
@@ -184,14 +198,35 @@ fn overrides_change_an_instances_symbol_and_tried_instances_are_skipped() {
     let got = shares(&snap, &policy, &no_headers(), 200, 0);
     assert!(got[&1] > 50 && got[&2] > 50, "{got:?}");
     let tried = [SocketAddr::from(([10, 0, 0, 1], 1))];
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: None,
+        request: &no_headers(),
+        tried: &tried,
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     let (i, _) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!(snap.entries[i].endpoint.addr.port(), 2);
     let all = [tried[0], SocketAddr::from(([10, 0, 0, 1], 2))];
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &all, now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: None,
+        request: &no_headers(),
+        tried: &all,
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     assert_eq!(choose(&snap, &policy, &ask), Err(NoChoice::Exhausted { tried: 2 }));
     let empty = Snapshot::build(&[], &policy, &Snapshot::default(), 0);
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: None,
+        request: &no_headers(),
+        tried: &[],
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     assert_eq!(choose(&empty, &policy, &ask), Err(NoChoice::NoInstances { listed: 0 }));
 }
 
@@ -220,7 +255,14 @@ fn when_sampling_keeps_missing_the_exact_path_still_finds_the_one_fresh_instance
     // One fresh instance in 200: most samples miss, and every choice must still be it.
     assert_eq!(shares(&snap, &policy, &no_headers(), 500, 0), HashMap::from([(1, 500)]));
     let tried: Vec<SocketAddr> = snap.entries[..199].iter().map(|e| e.endpoint.addr).collect();
-    let ask = Ask { explicit: None, request: &no_headers(), tried: &tried, now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: None,
+        request: &no_headers(),
+        tried: &tried,
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     let (i, _) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!(snap.entries[i].endpoint.addr.port(), 200, "only the untried one, draining or not");
 }
@@ -287,7 +329,14 @@ fn a_symbol_whose_instances_are_all_ejected_goes_to_the_default_symbol() {
     let snap = Snapshot::build_with(&instances, &policy, &Snapshot::default(), 30_000, &peer);
     assert!(snap.entries[1].endpoint.failure());
     let canary: Symbol = "canary".parse().unwrap();
-    let ask = Ask { explicit: Some(&canary), request: &no_headers(), tried: &[], now_ms: 0, hedge: false };
+    let ask = Ask {
+        explicit: Some(&canary),
+        request: &no_headers(),
+        tried: &[],
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
     let (i, symbol) = choose(&snap, &policy, &ask).unwrap();
     assert_eq!((snap.entries[i].endpoint.addr.port(), symbol.as_str()), (1, "stable"));
     // A strict policy keeps to the symbol, ejected or not.
