@@ -164,8 +164,9 @@ pub struct Ask<'a, R> {
     /// Instances this request already tried.
     pub tried: &'a [SocketAddr],
     pub now_ms: u64,
-    /// For a hedge: only an instance that neither drains nor is ejected will do (a hedge is
-    /// extra, never a last resort).
+    /// For a hedge: only an instance of the `explicit` symbol (the first attempt's) that
+    /// neither drains nor is ejected will do — a hedge is extra, never a last resort, and never
+    /// moves a request to another symbol (canary analysis and sticky users rely on that).
     pub hedge: bool,
     /// The service's latency jitter (four deviations, µs): load differences within it are
     /// noise, not a slower instance.
@@ -247,10 +248,7 @@ pub fn choose<R: RequestView>(
     // nothing is healthy, an ejected instance (it may have recovered) before a draining one
     // (it still serves): any instance beats failing the request.
     let pool = if ask.hedge {
-        let symbol = if policy.policy.strict { wanted } else { &policy.policy.default };
         of(wanted, &fresh)
-            .or_else(|| of(symbol, &fresh))
-            .or_else(|| any(&fresh).filter(|_| !policy.policy.strict))
     } else if policy.policy.strict {
         if members(wanted).is_empty() {
             return Err(NoChoice::StrictSymbol { symbol: wanted.clone() });

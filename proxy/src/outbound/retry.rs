@@ -205,9 +205,9 @@ where
         &mut self,
         routed: &Routed,
         tried: &mut Tried,
-        hedge: bool,
+        hedge_of: Option<&Symbol>,
     ) -> Result<Option<Running<B::Future>>, NoChoice> {
-        let picked = match self.balance.pick(routed, tried.list(), hedge) {
+        let picked = match self.balance.pick(routed, tried.list(), hedge_of) {
             Ok(p) => p,
             Err(NoChoice::Exhausted { .. }) if tried.len > 0 => return Ok(None),
             Err(no) => return Err(no),
@@ -221,7 +221,7 @@ where
     async fn run(mut self, routed: Routed) -> Result<Answer, Error> {
         self.policy.deposit();
         let mut tried = Tried::default();
-        let mut primary = match self.start(&routed, &mut tried, false) {
+        let mut primary = match self.start(&routed, &mut tried, None) {
             Ok(Some(p)) => Some(p),
             // Only a body already read elsewhere could leave the first attempt without one.
             Ok(None) => return Err(Error::BadRequest("the request body could not be read".into())),
@@ -246,7 +246,7 @@ where
                     () = async { match timer.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
                         timer = None;
                         if tried.len < MAX_ATTEMPTS && routed.body.complete() && self.policy.may_hedge()
-                            && let Ok(Some(attempt)) = self.start(&routed, &mut tried, true)
+                            && let Ok(Some(attempt)) = self.start(&routed, &mut tried, primary.as_ref().map(|p| &p.symbol))
                         {
                             self.count_retry(&routed, "hedge");
                             hedge = Some(attempt);
@@ -264,7 +264,7 @@ where
             }
             let why = match self.policy.retry(&error, routed.request.idempotent, routed.body.can_resend()) {
                 Ok(()) if tried.len >= MAX_ATTEMPTS => "no more attempts",
-                Ok(()) => match self.start(&routed, &mut tried, false) {
+                Ok(()) => match self.start(&routed, &mut tried, None) {
                     Ok(Some(attempt)) => {
                         self.count_retry(&routed, error.reason());
                         primary = Some(attempt);

@@ -38,9 +38,14 @@ pub struct Attempt {
 pub trait Pick {
     type Future: Future<Output = Result<HttpResponse, Error>>;
 
-    /// An instance for the request, other than those in `tried`; for a `hedge`, only one
-    /// that neither drains nor is ejected.
-    fn pick(&self, routed: &Routed, tried: &[SocketAddr], hedge: bool) -> Result<Picked, NoChoice>;
+    /// An instance for the request, other than those in `tried`; for a hedge of an attempt
+    /// on `hedge_of`'s symbol, only a healthy instance of that symbol.
+    fn pick(
+        &self,
+        routed: &Routed,
+        tried: &[SocketAddr],
+        hedge_of: Option<&Symbol>,
+    ) -> Result<Picked, NoChoice>;
 
     /// Sends one attempt to the picked instance.
     fn send(&mut self, routed: &Routed, picked: Picked, body: Body) -> Self::Future;
@@ -64,15 +69,20 @@ where
 {
     type Future = S::Future;
 
-    fn pick(&self, routed: &Routed, tried: &[SocketAddr], hedge: bool) -> Result<Picked, NoChoice> {
+    fn pick(
+        &self,
+        routed: &Routed,
+        tried: &[SocketAddr],
+        hedge_of: Option<&Symbol>,
+    ) -> Result<Picked, NoChoice> {
         let snapshot = routed.service.snapshot.load();
         let policy = routed.service.policy.load();
         let ask = Ask {
-            explicit: routed.explicit.as_ref(),
+            explicit: hedge_of.or(routed.explicit.as_ref()),
             request: &View(&routed.request.headers),
             tried,
             now_ms: berth_core::now_millis(),
-            hedge,
+            hedge: hedge_of.is_some(),
             jitter_micros: routed.service.latency.jitter_micros(),
         };
         let (index, symbol) = choose(&snapshot, &policy.compiled, &ask)?;

@@ -368,3 +368,38 @@ fn ejections_double_up_to_ten_times_and_a_success_resets_them() {
     assert!(endpoint.failure());
     assert!(endpoint.ejected_for() <= Duration::from_secs(5), "and the back-off starts over");
 }
+
+#[test]
+fn a_hedge_stays_on_its_symbol_and_only_goes_to_a_healthy_instance() {
+    let policy = Policy::parse(r#"{"schema":1,"weights":{"stable":50,"canary":50}}"#).unwrap();
+    let instances = [
+        instance(1, Some("stable"), None),
+        instance(2, Some("canary"), None),
+        instance(3, Some("canary"), None),
+    ];
+    let snap = snapshot(&instances, &policy);
+    let canary: Symbol = "canary".parse().unwrap();
+    let first = [SocketAddr::from(([10, 0, 0, 1], 2))];
+    let hedge = Ask {
+        explicit: Some(&canary),
+        request: &no_headers(),
+        tried: &first,
+        now_ms: 0,
+        hedge: true,
+        jitter_micros: 0.0,
+    };
+    for _ in 0..50 {
+        let (i, symbol) = choose(&snap, &policy, &hedge).unwrap();
+        assert_eq!((snap.entries[i].endpoint.addr.port(), symbol.as_str()), (3, "canary"));
+    }
+    snap.entries[2].endpoint.mark_draining();
+    assert_eq!(
+        choose(&snap, &policy, &hedge),
+        Err(NoChoice::Exhausted { tried: 1 }),
+        "never to stable, nor to one draining"
+    );
+    // A retry, unlike a hedge, may go to the default symbol when its own has nothing left.
+    let retry = Ask { hedge: false, ..hedge };
+    let (i, _) = choose(&snap, &policy, &retry).unwrap();
+    assert_eq!(snap.entries[i].endpoint.addr.port(), 1);
+}
