@@ -40,18 +40,18 @@ fn the_image_says_its_version_revision_source_and_licence() {
     let Some(path) = archive() else { return };
     let image = Archive::open(&path);
     let config = &image.config["config"];
+    let head = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().unwrap();
+    let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+    assert_eq!(head.len(), 40, "git rev-parse HEAD: {head:?}");
     for (what, found) in [("labels", &config["Labels"]), ("annotations", &image.manifest["annotations"])] {
         let oci =
             |key: &str| found[format!("org.opencontainers.image.{key}")].as_str().unwrap_or("").to_owned();
         assert_eq!(oci("version"), VERSION, "{what}: {found}");
         assert_eq!(oci("source"), env!("CARGO_PKG_REPOSITORY"), "{what}");
         assert_eq!(oci("licenses"), env!("CARGO_PKG_LICENSE"), "{what}");
+        // The commit checked out (so also: not an image left from another commit).
         let revision = oci("revision");
-        let hex = revision.trim_end_matches("-dirty");
-        assert!(
-            hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()),
-            "{what}: revision {revision:?}"
-        );
+        assert_eq!(revision.trim_end_matches("-dirty"), head, "{what}: the revision");
     }
     assert_eq!(config["User"], format!("{USER}:{USER}"));
     assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/local/bin/berth"]));
