@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -45,11 +45,24 @@ impl Container {
         cmd
     }
 
-    /// Runs `args` to the end: the exit code and what it printed (stdout, then stderr).
+    /// Runs `args` to the end: the exit code and everything it printed (stdout, then stderr).
     pub async fn run(&self, args: &[&str]) -> (Option<i32>, String) {
-        let mut proc = InContainer(Proc::spawn(&format!("{args:?} in the image"), self.command(&[], args)));
-        let status = proc.0.wait_exit(Duration::from_secs(60)).await;
-        (status.code(), proc.0.output())
+        let mut cmd = self.command(&[], args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run buildah: {e}"));
+        let _group = Group(child.id());
+        // Read to the end of both pipes, not just to the exit, so nothing printed is missed.
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::task::spawn_blocking(|| child.wait_with_output()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} in the image did not end within 60 s"))
+        .unwrap()
+        .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
     }
 
     /// `berth proxy` with `args` in the container, once it has printed its addresses.
@@ -88,9 +101,17 @@ pub struct InContainer(pub Proc);
 
 impl Drop for InContainer {
     fn drop(&mut self) {
-        // buildah leads the group (`process_group(0)`): its id is the group's.
-        let group = format!("-{}", self.0.pid());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).output();
+        drop(Group(self.0.pid()));
+    }
+}
+
+/// The process group a buildah started with [`Container::command`] leads (its id is buildah's):
+/// killed when dropped.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).output();
     }
 }
 
