@@ -34,13 +34,20 @@ assemble_rootfs() {
   install -d -m 1777 "$rootfs/tmp" # berth's directory registry and any scratch file
   install -m 0755 "$bin" "$rootfs/usr/local/bin/berth"
   # The shared libraries the dynamic linker loads, at the paths it looks for them (the
-  # interpreter included); the vDSO is the kernel's.
+  # interpreter included); the vDSO is the kernel's. A static binary needs none.
+  local linked
+  if ! linked=$(ldd "$bin" 2>&1); then
+    [[ $linked == *"not a dynamic executable"* ]] || { echo "image.sh: ldd $bin: $linked" >&2; return 1; }
+    linked=
+  fi
+  if [[ $linked == *"not found"* ]]; then
+    echo "image.sh: $bin needs libraries this machine lacks:" >&2
+    grep "not found" <<<"$linked" >&2
+    return 1
+  fi
   while read -r lib; do
     install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
-  done < <(ldd "$bin" | awk '
-    /not found/ { print "image.sh: ldd: " $0 > "/dev/stderr"; exit 1 }
-    $2 == "=>" && $3 ~ /^\// { print $3; next }
-    $1 ~ /^\// { print $1 }')
+  done < <(awk '$2 == "=>" && $3 ~ /^\// { print $3; next } $1 ~ /^\// { print $1 }' <<<"$linked")
   printf '%s\n' "root:x:0:0:root:/root:/sbin/nologin" "nonroot:x:65532:65532:nonroot:/tmp:/sbin/nologin" \
     >"$rootfs/etc/passwd"
   printf '%s\n' "root:x:0:" "nonroot:x:65532:" >"$rootfs/etc/group"
