@@ -12,6 +12,8 @@ mod ctl;
 mod drain;
 mod image;
 mod injector;
+mod page;
+mod page_browser;
 mod provider;
 mod rollout;
 mod support;

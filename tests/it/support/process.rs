@@ -12,6 +12,8 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr; they end at the pipes' end.
+    readers: Vec<std::thread::JoinHandle<()>>,
     status: Option<ExitStatus>,
 }
 
@@ -23,15 +25,16 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
         let err = child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let mut readers = Vec::new();
         for stream in [out, err].into_iter().flatten() {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
-        Proc { name: name.to_owned(), child, lines, status: None }
+        Proc { name: name.to_owned(), child, lines, readers, status: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -70,11 +73,16 @@ impl Proc {
         self.status
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for its last lines to be read (so that `output`
+    /// holds everything it printed; a grandchild keeping the pipes open is waited for 2 s).
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_status() {
+                let read = Instant::now() + Duration::from_secs(2);
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < read {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return s;
             }
             assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.name);
