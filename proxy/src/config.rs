@@ -74,7 +74,9 @@ pub struct ProxyArgs {
         help_heading = "Health",
         env = "BERTH_DEPENDENCY",
         value_name = "URL",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = NoEcho::<Check>::new()
     )]
     pub dependency: Vec<Check>,
 
@@ -121,7 +123,14 @@ pub struct ProxyArgs {
 
     /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
     /// or `dir:///path` (default: a directory under the user's data directory).
-    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_REGISTRY", value_name = "URL")]
+    #[arg(
+        long,
+        help_heading = "Listeners and registry",
+        env = "BERTH_REGISTRY",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = NoEcho::<RegistryUrl>::new()
+    )]
     pub registry: Option<RegistryUrl>,
 
     /// How long the app must stay healthy before it is registered.
@@ -142,7 +151,7 @@ pub struct ProxyArgs {
     #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub drain_quiet: Duration,
 
-    /// The drain is forced to end (exit code 1) this long after it started.
+    /// The drain is forced to end (exit code 2) this long after it started.
     #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
@@ -297,6 +306,57 @@ pub fn service_name(s: &str) -> Result<String, String> {
     } else {
         Err(berth_core::registry::SERVICE_NAME_RULE.into())
     }
+}
+
+/// A value parser that never echoes a URL's password. clap's own errors print the raw value,
+/// and `--registry` and `--dependency` may carry `user:password@`.
+#[derive(Debug)]
+pub struct NoEcho<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> NoEcho<T> {
+    pub fn new() -> Self {
+        NoEcho(std::marker::PhantomData)
+    }
+}
+
+impl<T> Clone for NoEcho<T> {
+    fn clone(&self) -> Self {
+        NoEcho::new()
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for NoEcho<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let raw = value.to_string_lossy();
+        raw.parse().map_err(|e: T::Err| {
+            let name = arg.map_or_else(|| "value".to_owned(), ToString::to_string);
+            let message = format!("invalid value '{raw}' for '{name}': {e}\n");
+            let message = match password_of(&raw) {
+                Some(password) => message.replace(password, "***"),
+                None => message,
+            };
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
+        })
+    }
+}
+
+/// The password of `scheme://user:password@host…`, if it has one.
+pub fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
 }
 
 /// A command whose only subcommand is `proxy`, used to parse the file-merged arguments.
