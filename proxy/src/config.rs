@@ -319,6 +319,12 @@ impl<T> NoEcho<T> {
     }
 }
 
+impl<T> Default for NoEcho<T> {
+    fn default() -> Self {
+        NoEcho::new()
+    }
+}
+
 impl<T> Clone for NoEcho<T> {
     fn clone(&self) -> Self {
         NoEcho::new()

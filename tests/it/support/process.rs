@@ -57,9 +57,17 @@ impl Proc {
 
     /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
     pub fn signal(&self, sig: &str) {
-        let status =
-            Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
-        assert!(status.success(), "kill -{sig} {} failed", self.name);
+        use rustix::process::{Pid, Signal, kill_process};
+        let signal = match sig {
+            "TERM" => Signal::TERM,
+            "KILL" => Signal::KILL,
+            "STOP" => Signal::STOP,
+            "CONT" => Signal::CONT,
+            "INT" => Signal::INT,
+            other => panic!("no signal {other}"),
+        };
+        let pid = Pid::from_raw(i32::try_from(self.pid()).unwrap()).unwrap();
+        kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
     }
 
     /// The exit status, if the process has exited.
