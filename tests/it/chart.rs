@@ -7,13 +7,13 @@
 //! and `BERTH_KUBERNETES_VALIDATE`); without them these tests fail, saying so.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::injector::inject;
+use crate::support::tools::tool;
 use crate::support::webhook::{Injector, decode_patch};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/berth");
@@ -22,24 +22,6 @@ const DEPLOYMENT_POD: &str = include_str!("../../injector/tests/fixtures/deploym
 /// The oldest Kubernetes berth supports (native sidecars) and the newest the validator knows.
 const KUBERNETES: [&str; 2] = ["1.29.0", "1.37.0"];
 const NAMESPACE: &str = "berth-system";
-
-/// A tool from `$var`, else from where `scripts/deps/` puts it; a clear failure without it.
-fn tool(var: &str, cached: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(var) {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_default();
-    let path = cache.join("berth/tools").join(cached);
-    assert!(
-        path.is_file(),
-        "{var} is not set and {} does not exist: run scripts/test.sh, whose scripts/deps/ install it",
-        path.display()
-    );
-    path
-}
 
 fn helm() -> Command {
     Command::new(tool("BERTH_HELM", "helm/helm"))
@@ -68,10 +50,7 @@ fn template(values: &[&str]) -> String {
 /// Validates `yaml` against the schemas of every version in [`KUBERNETES`], strictly.
 fn validate(yaml: &str, what: &str) {
     for version in KUBERNETES {
-        let mut cmd = Command::new(tool(
-            "BERTH_KUBERNETES_VALIDATE",
-            "kubernetes-validate-1.37.0/bin/kubernetes-validate",
-        ));
+        let mut cmd = Command::new(tool("BERTH_KUBERNETES_VALIDATE", "python/bin/kubernetes-validate"));
         cmd.args(["--strict", "--kubernetes-version", version, "-"]);
         let out = run(cmd, yaml);
         assert!(!out.contains("ERROR"), "{what} on {version}:\n{out}");

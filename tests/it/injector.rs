@@ -79,6 +79,7 @@ async fn injector_serves_admission_reviews_over_tls_as_the_api_server_calls_it()
         call(injector.addr, &pki.ca, SERVICE_HOST, "GET", "/metrics", b"", &[b"http/1.1"]).await.unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8(text).unwrap();
+    crate::support::tools::assert_valid_metrics(&text, "berth injector /metrics");
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"injected\"}"), Some(1.0), "{text}");
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"not_opted_in\"}"), Some(1.0));
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"invalid\"}"), Some(2.0));

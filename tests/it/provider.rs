@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::tools::{assert_valid_metrics, promtool_check};
 use crate::support::{App, ClosedPort, Rnacos, Sidecar, client, dir_registry, eventually};
 
 const T: Duration = Duration::from_secs(15);
@@ -195,8 +196,13 @@ async fn metrics_are_valid_prometheus_text() {
     }
     client().get(sidecar.url("/nope")).send().await.unwrap();
     let text = sidecar.metrics().await;
+    // Prometheus's own parser and linter: a malformed line, a missing HELP or TYPE fails.
+    assert_valid_metrics(&text, "the sidecar's /metrics");
+    // And the check can fail: the same page with one label value left unclosed is refused.
+    let broken = text.replacen("\"} ", "} ", 1);
+    assert!(!promtool_check(&broken).0, "promtool took a malformed line:\n{broken}");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
         let s = scrape
             .samples

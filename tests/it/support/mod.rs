@@ -5,6 +5,7 @@ pub mod admin;
 pub mod load;
 pub mod nacos;
 pub mod process;
+pub mod tools;
 pub mod webhook;
 
 use std::future::Future;
