@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::support::berth;
-use crate::support::webhook::{Injector, Pki, SERVICE_HOST, as_base64, call, decode_patch, review_of};
+use crate::support::webhook::{Injector, Pki, SERVICE_HOST, call, decode_patch, review_of};
 
 const DEPLOYMENT_POD: &str = include_str!("../../injector/tests/fixtures/deployment-pod.review.json");
 const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/injector/tests/fixtures/workloads.yaml");
@@ -43,8 +43,28 @@ async fn injector_serves_admission_reviews_over_tls_as_the_api_server_calls_it()
     assert_eq!(response["uid"], review["request"]["uid"], "the uid is echoed");
     assert_eq!(response["allowed"], true);
     assert_eq!(response["patchType"], "JSONPatch");
+    // The patch as the server sent it, decoded the way the API server's Go decoder reads a
+    // []byte: base64 text, or an array of numbers 0–255 (what kube's types write).
     let patch = decode_patch(&response["patch"]);
-    assert_eq!(decode_patch(&as_base64(&response["patch"])), patch, "both encodings decode alike");
+    // Over HTTP/1.1, the server's other protocol, the same bytes (the uid is fresh per call).
+    let raw = review.to_string();
+    let (status, h1) = call(
+        injector.addr,
+        &pki.ca,
+        SERVICE_HOST,
+        "POST",
+        "/mutate/namespace-enabled",
+        raw.as_bytes(),
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let h1: Value = serde_json::from_slice(&h1).unwrap();
+    assert_eq!(
+        without_tokens(&decode_patch(&h1["response"]["patch"]).to_string()),
+        without_tokens(&patch.to_string())
+    );
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch).unwrap();
     let pod: Pod = serde_json::from_value(pod).unwrap();

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use crate::support::{Proc, Rnacos, berth};
 
+/// How long one demo run may take; a run here takes about 45 s.
+const DEMO_LIMIT: Duration = Duration::from_secs(150);
+
 async fn demo(nacos: &Rnacos, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     let mut cmd = berth();
     cmd.args(["demo", "--registry", &nacos.url(), "--rate", "100", "--hold", "4s", "--json"]).args(extra);
     let mut proc = Proc::spawn("berth demo", cmd);
-    let status = proc.wait_exit(Duration::from_secs(240)).await;
+    // Inside the limit .config/nextest.toml gives this test (two runs of this).
+    let status = proc.wait_exit(DEMO_LIMIT).await;
     let out = proc.output();
     let start = out.find("\n{").map_or(0, |i| i + 1);
     let summary =
