@@ -100,7 +100,8 @@ async fn injector_serves_admission_reviews_over_tls_as_the_api_server_calls_it()
     assert_eq!(status, 200);
     let text = String::from_utf8(text).unwrap();
     crate::support::tools::assert_valid_metrics(&text, "berth injector /metrics");
-    assert_eq!(metric(&text, "berth_injector_injections_total{result=\"injected\"}"), Some(1.0), "{text}");
+    // Two injections: over HTTP/2, then HTTP/1.1.
+    assert_eq!(metric(&text, "berth_injector_injections_total{result=\"injected\"}"), Some(2.0), "{text}");
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"not_opted_in\"}"), Some(1.0));
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"invalid\"}"), Some(2.0));
     assert!(text.contains("berth_injector_review_duration_seconds_count"), "{text}");
