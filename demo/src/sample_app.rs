@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `GET /` | `hello from NAME` and headers `x-app-name`, `x-app-symbol` |
 //! | `GET /healthz` | 200, or 503 after `POST /healthz?ok=false` |
+//! | `POST /healthz?ok=B&for=N` | answer `B` to the next N checks, then the opposite (for tests of thresholds) |
+//! | `GET /healthz/log` | every health answer given so far, in order: `P` passed, `F` failed |
 //! | `GET /slow?ms=N` | 200 after N milliseconds |
 //! | `GET /stream?chunks=N&ms=M` | N chunks, M milliseconds apart |
 //! | `ANY /echo` | JSON of the method, path, version, headers and body size it received |
@@ -17,8 +19,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,7 +58,32 @@ struct App {
     name: HeaderValue,
     symbol: HeaderValue,
     hello: Bytes,
-    healthy: AtomicBool,
+    health: Mutex<Health>,
+}
+
+/// What `GET /healthz` answers, and what it has answered.
+#[derive(Debug, Default)]
+struct Health {
+    failing: bool,
+    /// Answers left before `failing` flips.
+    flip_after: Option<u64>,
+    /// `P` or `F` per answer given.
+    log: String,
+}
+
+impl Health {
+    fn answer(&mut self) -> bool {
+        let ok = !self.failing;
+        if let Some(n) = self.flip_after.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.failing = !self.failing;
+                self.flip_after = None;
+            }
+        }
+        self.log.push(if ok { 'P' } else { 'F' });
+        ok
+    }
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -83,7 +109,7 @@ async fn run(args: SampleAppArgs) -> std::io::Result<()> {
         name: HeaderValue::from_str(&args.name).map_err(|_| bad("--name"))?,
         symbol: HeaderValue::from_str(&args.symbol).map_err(|_| bad("--symbol"))?,
         hello: Bytes::from(format!("hello from {}\n", args.name)),
-        healthy: AtomicBool::new(true),
+        health: Mutex::new(Health::default()),
     });
     tokio::time::sleep(Duration::from_millis(args.startup_delay_ms)).await;
     let listener = TcpListener::bind(args.listen).await?;
@@ -133,14 +159,24 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 impl App {
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // A panic while holding it leaves the answers consistent: take them as they are.
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let mut resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/") => Response::new(full(self.hello.clone())),
-            (&Method::GET, "/healthz") if self.healthy.load(Ordering::Relaxed) => Response::new(full("ok\n")),
-            (&Method::GET, "/healthz") => status(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
+            (&Method::GET, "/healthz") => match self.lock_health().answer() {
+                true => Response::new(full("ok\n")),
+                false => status(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
+            },
+            (&Method::GET, "/healthz/log") => Response::new(full(self.lock_health().log.clone())),
             (&Method::POST, "/healthz") => {
-                let ok = req.uri().query() != Some("ok=false");
-                self.healthy.store(ok, Ordering::Relaxed);
+                let ok = !req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "ok=false"));
+                let mut health = self.lock_health();
+                health.failing = !ok;
+                health.flip_after = query_u64(&req, "for").filter(|n| *n > 0);
                 Response::new(full(if ok { "healthy\n" } else { "unhealthy\n" }))
             }
             (&Method::GET, "/slow") => {

@@ -235,6 +235,8 @@ async fn drain_state_and_metrics_report_progress() {
     .await;
     let m = sidecar.metrics().await;
     assert!(m.contains("berth_drain_requests_total 3"), "{m}");
+    let live = client().get(sidecar.admin_url("/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200, "/live while draining");
     assert!(m.contains("berth_lifecycle_state{state=\"draining\"} 1"), "{m}");
 }
 

@@ -275,7 +275,7 @@ async fn inject_gives_the_pods_the_webhook_gives_and_passes_the_rest_through() {
         let pod: Pod = serde_json::from_value(offline).unwrap();
         assert_eq!(sidecars(&pod), 1, "document {i}");
     }
-    assert_eq!(injected, 6, "Deployment, StatefulSet, DaemonSet, Job, CronJob and Pod: {notes}");
+    assert_eq!(injected, 7, "Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob and Pod: {notes}");
     assert!(
         notes.contains("Deployment shop/legacy: left as is (annotated berth.io/inject: disabled)"),
         "{notes}"

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::support::tools::{assert_valid_metrics, promtool_check};
-use crate::support::{App, ClosedPort, Rnacos, Sidecar, client, dir_registry, eventually};
+use crate::support::{App, ClosedPort, Rnacos, Sidecar, client, dir_registry, eventually, sample};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -283,4 +283,95 @@ async fn nacos_credentials_in_the_url_log_in_and_are_never_printed() {
     })
     .await;
     assert!(!admitted.proc.output().contains("s3cret-pass-9"), "a password was printed");
+}
+
+/// The sample app's own record of its health answers (`P` passed, `F` failed).
+async fn health_log(app: &App) -> String {
+    client().get(format!("http://{}/healthz/log", app.addr)).send().await.unwrap().text().await.unwrap()
+}
+
+/// Sets the sample app's health: `ok`, for the next `n` checks only (then the opposite).
+async fn set_health(app: &App, ok: bool, n: Option<u32>) {
+    let mut url = format!("http://{}/healthz?ok={ok}", app.addr);
+    if let Some(n) = n {
+        url.push_str(&format!("&for={n}"));
+    }
+    assert!(client().post(url).send().await.unwrap().status().is_success());
+}
+
+/// Waits until the answers given after `from` contain `pattern`.
+async fn answered(app: &App, from: usize, pattern: &str) {
+    eventually(T, &format!("the app answered {pattern} to its checks"), || async {
+        health_log(app).await.get(from..).is_some_and(|l| l.contains(pattern))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_thresholds_count_consecutive_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("counted").await;
+    set_health(&app, false, None).await;
+    let sidecar = Sidecar::start(
+        "counted",
+        app.addr.port(),
+        &dir_registry(&dir),
+        &["--app-health", "http:/healthz", "--healthy-threshold", "3", "--unhealthy-threshold", "3"],
+    )
+    .await;
+    answered(&app, 0, "FF").await;
+    // Two passes, then failing again: short of the healthy threshold, never registered.
+    let from = health_log(&app).await.len();
+    set_health(&app, true, Some(2)).await;
+    answered(&app, from, "PPF").await;
+    let m = sidecar.metrics().await;
+    assert_eq!(sample(&m, "berth_registrations_total"), Some(0.0), "two passes made it healthy");
+    assert_eq!(sidecar.lifecycle().await, "starting");
+    // Three in a row: healthy, registered, ready.
+    set_health(&app, true, None).await;
+    sidecar.wait_ready(T).await;
+    let log = health_log(&app).await;
+    assert!(log.ends_with("PPP"), "ready after fewer than three passes: {log}");
+
+    // Two failures, then passing again: short of the unhealthy threshold, never deregistered.
+    let from = log.len();
+    set_health(&app, false, Some(2)).await;
+    answered(&app, from, "FFP").await;
+    let m = sidecar.metrics().await;
+    assert_eq!(sample(&m, "berth_deregistrations_total"), Some(0.0), "two failures made it unhealthy");
+    assert_eq!(sidecar.ready().await, 200);
+    // Three: unhealthy, deregistered, unready.
+    set_health(&app, false, None).await;
+    eventually(T, "deregistered after three failures", || async {
+        sample(&sidecar.metrics().await, "berth_deregistrations_total") == Some(1.0)
+    })
+    .await;
+    assert_eq!(sidecar.ready().await, 503);
+    assert!(health_log(&app).await.ends_with("FFF"));
+}
+
+#[tokio::test]
+async fn an_http_dependency_gates_readiness_on_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("needy").await;
+    let db = App::start("db").await;
+    set_health(&db, false, None).await;
+    let dependency = format!("http://{}/healthz", db.addr);
+    let sidecar =
+        Sidecar::start("needy", app.addr.port(), &dir_registry(&dir), &["--dependency", &dependency]).await;
+    answered(&db, 0, "FF").await;
+    let state = sidecar.state().await;
+    assert!(state["failing"].to_string().contains(&dependency), "the dependency is named: {state}");
+    assert_eq!(sidecar.ready().await, 503, "a 503 from the dependency is a failure");
+    set_health(&db, true, None).await;
+    sidecar.wait_ready(T).await;
+    // A dependency answering 404 (a wrong path) fails too.
+    let missing = format!("http://{}/nope", db.addr);
+    let other =
+        Sidecar::start("needy", app.addr.port(), &dir_registry(&dir), &["--dependency", &missing]).await;
+    eventually(T, "the 404 dependency has failed", || async {
+        other.state().await["failing"].to_string().contains(&missing)
+    })
+    .await;
+    assert_eq!(other.ready().await, 503);
 }
