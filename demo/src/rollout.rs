@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use rustix::process::Signal;
 use serde_json::json;
 
-use crate::fleet::{FleetError, Proc, field, free_port};
+use crate::fleet::{FleetError, Proc, app_port, field};
 use crate::http::Client;
 use crate::load::{Load, PhaseStats};
 
@@ -288,13 +288,12 @@ impl Demo {
     async fn start_instance(&mut self, symbol: &str) -> Result<Instance, FleetError> {
         self.started += 1;
         let name = format!("{symbol}-{}", self.started);
-        let port = free_port()?;
         let app = Proc::berth(
             &format!("app {name}"),
             &[
                 "sample-app".into(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                "127.0.0.1:0".into(),
                 "--name".into(),
                 name.clone(),
                 "--symbol".into(),
@@ -303,6 +302,8 @@ impl Demo {
                 self.args.app_startup.as_millis().to_string(),
             ],
         )?;
+        // The app holds its port from the start (refusing connections while it starts up).
+        let port = app_port(&app).await?;
         let sidecar = Proc::berth(&format!("sidecar {name}"), &self.sidecar_args(SERVICE, symbol, port))?;
         let line = sidecar.wait_line("berth proxy listening", Duration::from_secs(15)).await?;
         let admin =
@@ -381,17 +382,17 @@ impl Demo {
     }
 
     async fn start_consumer(&mut self) -> Result<(Proc, Proc, SocketAddr, SocketAddr), FleetError> {
-        let port = free_port()?;
         let app = Proc::berth(
             "consumer app",
             &[
                 "sample-app".into(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                "127.0.0.1:0".into(),
                 "--name".into(),
                 "consumer".into(),
             ],
         )?;
+        let port = app_port(&app).await?;
         let mut args = self.sidecar_args("demo-consumer", "stable", port);
         args.extend(["--services".into(), SERVICE.into()]);
         let sidecar = Proc::berth("consumer sidecar", &args)?;

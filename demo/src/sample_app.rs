@@ -13,8 +13,9 @@
 //!
 //! With `--reset` it answers nothing: every request's connection is closed.
 //!
-//! It prints `listening on ADDR` on stdout once it accepts, and on SIGTERM stops accepting and
-//! lets requests in flight finish.
+//! It prints `bound to ADDR` at once (its port, refusing connections during `--startup-delay-ms`)
+//! and `listening on ADDR` once it accepts; on SIGTERM it stops accepting and lets requests in
+//! flight finish.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 /// `berth sample-app`.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,8 +112,16 @@ async fn run(args: SampleAppArgs) -> std::io::Result<()> {
         hello: Bytes::from(format!("hello from {}\n", args.name)),
         health: Mutex::new(Health::default()),
     });
+    // Bound at once, so the port is ours and known (`bound to ADDR`); listening only after
+    // the startup delay, so until then connections are refused, as by an app still starting.
+    let socket = if args.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // A given port may be taken again right after an earlier app on it stopped; port 0 gets a
+    // port of its own that nobody else can bind while it waits.
+    socket.set_reuseaddr(args.listen.port() != 0)?;
+    socket.bind(args.listen)?;
+    println!("bound to {}", socket.local_addr()?);
     tokio::time::sleep(Duration::from_millis(args.startup_delay_ms)).await;
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = socket.listen(1024)?;
     println!("listening on {}", listener.local_addr()?);
     let graceful = GracefulShutdown::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
