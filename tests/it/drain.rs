@@ -8,7 +8,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::support::{App, Rnacos, Sidecar, client, dir_registry, eventually};
+use crate::support::netns::Netns;
+use crate::support::{App, Proc, Rnacos, Sidecar, berth, client, dir_registry, eventually};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -277,4 +278,44 @@ async fn sigterm_during_a_drain_started_by_the_prestop_hook_does_not_force_it() 
     assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["lifecycle"], "stopped");
     assert_eq!(sidecar.proc.wait_exit(T).await.code(), Some(0), "{}", sidecar.proc.output());
     assert!(!sidecar.proc.output().contains("drain forced"));
+}
+
+#[tokio::test]
+async fn a_drain_from_another_host_needs_the_pods_token() {
+    // The pod in a network namespace of its own; this test calls it from the host, through a
+    // veth pair, so from a non-loopback address — as the kubelet calls a pod.
+    let pod = Netns::create();
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = berth();
+    app.args(["sample-app", "--name", "guarded", "--listen", "127.0.0.1:0"]);
+    let app = Proc::spawn("app guarded", pod.wrap(&app));
+    let line = app.wait_line("listening on ", T).await;
+    let app_port = line.rsplit(':').next().unwrap().to_owned();
+    let token = "pod-token-0123456789abcdef";
+    let mut cmd = berth();
+    cmd.args(["proxy", "--service", "guarded", "--app-port", &app_port, "--registry", &dir_registry(&dir)])
+        .args(["--inbound", "0.0.0.0:0", "--admin", "0.0.0.0:0", "--outbound", "127.0.0.1:0"])
+        .args(["--health-interval", "100ms", "--drain-token", token]);
+    let mut sidecar = Sidecar::spawn("sidecar guarded", pod.wrap(&cmd)).await;
+    sidecar.admin = pod.addr(sidecar.admin.port());
+    sidecar.inbound = pod.addr(sidecar.inbound.port());
+    sidecar.wait_ready(T).await;
+
+    let drain = |header: Option<&'static str>| {
+        let mut req = client().post(sidecar.admin_url("/drain"));
+        if let Some(h) = header {
+            req = req.header("x-berth-drain-token", h);
+        }
+        req.send()
+    };
+    for wrong in [None, Some("not-the-pod-token-0123456")] {
+        let resp = drain(wrong).await.unwrap();
+        assert_eq!(resp.status(), 403, "{wrong:?}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(&pod.host_ip.to_string()) && body.contains("drain token"), "{body}");
+    }
+    assert!(["warming", "serving"].contains(&sidecar.lifecycle().await.as_str()), "a refused drain started");
+    assert_eq!(drain(Some(token)).await.unwrap().status(), 202);
+    assert_eq!(sidecar.lifecycle().await, "draining");
+    drop(app);
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod load;
 pub mod nacos;
+pub mod netns;
 pub mod process;
 pub mod tools;
 pub mod webhook;
