@@ -35,8 +35,8 @@ pub struct Rnacos {
     data: tempfile::TempDir,
     /// `user:password` when the server requires a login.
     auth: Option<(String, String)>,
-    /// Extra environment (the raft settings of a cluster node).
-    env: Vec<(String, String)>,
+    /// A cluster node's raft id, and the gRPC port of the node it joins (none for the first).
+    raft: Option<(u32, Option<u16>)>,
 }
 
 /// How many times a start is tried on new ports when the chosen ones turn out taken.
@@ -67,12 +67,18 @@ fn pick_http_port() -> u16 {
 impl Rnacos {
     /// Starts rnacos and waits until its HTTP API answers.
     pub async fn start() -> Rnacos {
-        Rnacos::start_configured(None, Vec::new()).await
+        Rnacos::start_configured(None, None).await
     }
 
     /// Starts rnacos with its open API behind a login as `user` / `password`.
     pub async fn start_with_auth(user: &str, password: &str) -> Rnacos {
-        Rnacos::start_configured(Some((user.to_owned(), password.to_owned())), Vec::new()).await
+        Rnacos::start_configured(Some((user.to_owned(), password.to_owned())), None).await
+    }
+
+    /// Starts node `id` of a raft cluster, joining the node whose gRPC port is `join` (the
+    /// first node joins none and initializes the cluster).
+    pub async fn start_node(id: u32, join: Option<u16>) -> Rnacos {
+        Rnacos::start_configured(None, Some((id, join))).await
     }
 
     /// Picks ports and a data directory without starting the server.
@@ -84,17 +90,17 @@ impl Rnacos {
             grpc: http + 1000,
             data: tempfile::tempdir().unwrap(),
             auth: None,
-            env: Vec::new(),
+            raft: None,
         }
     }
 
     /// Starts on fresh ports, trying new ones when a port was taken in the meantime.
-    pub async fn start_configured(auth: Option<(String, String)>, env: Vec<(String, String)>) -> Rnacos {
+    async fn start_configured(auth: Option<(String, String)>, raft: Option<(u32, Option<u16>)>) -> Rnacos {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let mut r = Rnacos::reserve();
             r.auth = auth.clone();
-            r.env = env.clone();
+            r.raft = raft;
             match r.try_start().await {
                 Ok(()) => return r,
                 Err(why) => failures.push(why),
@@ -123,8 +129,21 @@ impl Rnacos {
             .env("RNACOS_HTTP_CONSOLE_PORT", "0")
             .env("RNACOS_DATA_DIR", self.data.path().join("data"))
             .env("RNACOS_HTTP_WORKERS", "2")
-            .env("RNACOS_NAMING_INSTANCE_METADATA_PERSISTENCE_ENABLE", "false")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+            .env("RNACOS_NAMING_INSTANCE_METADATA_PERSISTENCE_ENABLE", "false");
+        if let Some((id, join)) = self.raft {
+            // Its raft address is its gRPC address; the first node initializes the cluster.
+            cmd.env("RNACOS_RAFT_NODE_ID", id.to_string())
+                .env("RNACOS_RAFT_NODE_ADDR", format!("127.0.0.1:{}", self.grpc))
+                // Only at its first start: a restarted first node initializing again becomes a
+                // cluster of its own.
+                .env(
+                    "RNACOS_RAFT_AUTO_INIT",
+                    (join.is_none() && !self.data.path().join("data").exists()).to_string(),
+                );
+            if let Some(port) = join {
+                cmd.env("RNACOS_RAFT_JOIN_ADDR", format!("127.0.0.1:{port}"));
+            }
+        }
         if let Some((user, password)) = &self.auth {
             cmd.env("RNACOS_ENABLE_OPEN_API_AUTH", "true")
                 .env("RNACOS_INIT_ADMIN_USERNAME", user)
@@ -188,6 +207,22 @@ impl Rnacos {
         if let Some(p) = &self.proc {
             p.signal("CONT");
         }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// What the server printed, while it runs.
+    pub fn output(&self) -> String {
+        self.proc.as_ref().map(Proc::output).unwrap_or_default()
+    }
+
+    /// The raft view of this node (`/nacos/v1/raft/metrics`), when it answers.
+    pub async fn raft_metrics(&self) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/nacos/v1/raft/metrics", self.http);
+        client().get(url).send().await.ok()?.json().await.ok()
     }
 
     /// Kills the server (its data directory stays).

@@ -99,6 +99,31 @@ impl Proc {
     }
 }
 
+/// The remote ports of the established TCP connections of process `pid` over IPv4 loopback:
+/// its sockets (`/proc/PID/fd`) matched by inode against `/proc/net/tcp`.
+pub fn connected_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local, remote (hex ip:port), state (01 = established), …, inode (field 9).
+            let established = f.get(3) == Some(&"01");
+            let remote = f.get(2)?.split(':').nth(1)?;
+            (established && inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)))
+                .then(|| u16::from_str_radix(remote, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
