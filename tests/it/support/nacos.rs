@@ -214,11 +214,6 @@ impl Rnacos {
         self.proc.as_ref().map(Proc::pid)
     }
 
-    /// What the server printed, while it runs.
-    pub fn output(&self) -> String {
-        self.proc.as_ref().map(Proc::output).unwrap_or_default()
-    }
-
     /// The raft view of this node (`/nacos/v1/raft/metrics`), when it answers.
     pub async fn raft_metrics(&self) -> Option<serde_json::Value> {
         let url = format!("http://127.0.0.1:{}/nacos/v1/raft/metrics", self.http);
