@@ -355,16 +355,36 @@ async fn a_new_instance_warms_up_next_to_warm_ones() {
     };
     eventually(T, "a and b warm", all_serving).await;
     // A newcomer next to two warm instances ramps up over its window: its weight starts at
-    // 5% of a warm one's, so its share starts near 2.5% and ends near a third.
-    let _new = provider(&nacos, "index", "stable", "new", &["--warmup", "8s"]).await;
-    let early = shares(&consumer, "index", 3, 300).await;
-    eventually(Duration::from_secs(30), "the newcomer is warm", all_serving).await;
-    let warm = shares(&consumer, "index", 3, 300).await;
-    // Binomial, n = 300: early (p ≤ 0.15 while it is under 30% into its window) σ ≤ 2 points;
-    // warm (p = 1/3) σ = 2.7 points. The two are more than 5σ apart.
-    let (first, last) = (share(&early, "new"), share(&warm, "new"));
-    assert!(first < 15.0, "a newcomer took {first:.1}% at once: {early:?}");
-    assert!(last > 22.0, "a warm newcomer still gets only {last:.1}%: {warm:?}");
+    // 5% of a warm one's and grows with its age. The consumer says what weight it gives it
+    // (`effective_weight`, read before and after a tally), and its share must follow: w/(w+2).
+    let _new = provider(&nacos, "index", "stable", "new", &["--warmup", "20s"]).await;
+    sees(&consumer, "index", 3).await;
+    let weight_of_new = || async {
+        let e = consumer.endpoints().await;
+        let instances = e["services"]["index"]["instances"].as_array().unwrap().clone();
+        let new = instances.iter().find(|i| i["addr"] == _new.sidecar.inbound.to_string()).unwrap().clone();
+        new["effective_weight"].as_f64().unwrap()
+    };
+    let before = weight_of_new().await;
+    let early = tally(&consumer.outbound_client(), "http://index/", &[], 400).await;
+    let after = weight_of_new().await;
+    assert!(after < 0.6, "the newcomer is not early in its window (weight {after})");
+    let (low, high) = (before / (before + 2.0), after / (after + 2.0));
+    // Binomial over n = 400 requests: 5σ either side of the range the weights allow.
+    let sigma = (high * (1.0 - high) / 400.0).sqrt();
+    let got = share(&early, "new") / 100.0;
+    assert!(
+        got > low - 5.0 * sigma && got < high + 5.0 * sigma,
+        "share {got:.3} while its weight went {before:.2} → {after:.2} (σ {sigma:.3}): {early:?}"
+    );
+    let got = got * 100.0;
+    eventually(Duration::from_secs(40), "the newcomer is warm", all_serving).await;
+    assert_eq!(weight_of_new().await, 1.0);
+    let warm = shares(&consumer, "index", 3, 400).await;
+    // p = 1/3, σ = 2.4 points: within 12 points (5σ) of a third, and far above its start.
+    let last = share(&warm, "new");
+    assert!((last - 100.0 / 3.0).abs() < 12.0, "a warm newcomer gets {last:.1}%: {warm:?}");
+    assert!(last > got + 10.0, "its share did not grow: {got:.1}% → {last:.1}%");
 }
 
 #[tokio::test]
