@@ -131,16 +131,15 @@ impl Rnacos {
             .env("RNACOS_HTTP_WORKERS", "2")
             .env("RNACOS_NAMING_INSTANCE_METADATA_PERSISTENCE_ENABLE", "false");
         if let Some((id, join)) = self.raft {
-            // Its raft address is its gRPC address; the first node initializes the cluster.
+            // Its raft address is its gRPC address. At its first start the first node
+            // initializes the cluster and the others join it; a node started again keeps its
+            // raft state and does neither (rnacos 0.8.8: a first node initializing again
+            // becomes a cluster of its own; a node joining again becomes a non-voter).
+            let first_start = !self.data.path().join("data").exists();
             cmd.env("RNACOS_RAFT_NODE_ID", id.to_string())
                 .env("RNACOS_RAFT_NODE_ADDR", format!("127.0.0.1:{}", self.grpc))
-                // Only at its first start: a restarted first node initializing again becomes a
-                // cluster of its own.
-                .env(
-                    "RNACOS_RAFT_AUTO_INIT",
-                    (join.is_none() && !self.data.path().join("data").exists()).to_string(),
-                );
-            if let Some(port) = join {
+                .env("RNACOS_RAFT_AUTO_INIT", (first_start && join.is_none()).to_string());
+            if let (true, Some(port)) = (first_start, join) {
                 cmd.env("RNACOS_RAFT_JOIN_ADDR", format!("127.0.0.1:{port}"));
             }
         }

@@ -12,6 +12,7 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     status: Option<ExitStatus>,
 }
 
@@ -23,15 +24,19 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
         let err = child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-        for stream in [out, err].into_iter().flatten() {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Proc { name: name.to_owned(), child, lines, status: None }
+        let readers = [out, err]
+            .into_iter()
+            .flatten()
+            .map(|stream| {
+                let lines = lines.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        lines.lock().unwrap().push(line);
+                    }
+                })
+            })
+            .collect();
+        Proc { name: name.to_owned(), child, lines, readers, status: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -78,11 +83,16 @@ impl Proc {
         self.status
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for what it printed last to be read.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_status() {
+                // Its output ends when its pipes close; a child of its own could keep them
+                // open, so this wait is bounded too.
+                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return s;
             }
             assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.name);
