@@ -4,7 +4,8 @@
 berth_system_missing=()
 if ! command -v python3 >/dev/null; then
   berth_system_missing+=(python3 python3-venv)
-else
+elif ! "${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools/python/bin/python" -c '' 2>/dev/null; then
+  # No tools environment yet: make sure one can be made.
   venv_probe="$(mktemp -d)"
   if ! { python3 -m venv "$venv_probe/v" && "$venv_probe/v/bin/python" -m pip --version; } >/dev/null 2>&1; then
     berth_system_missing+=(python3-venv)

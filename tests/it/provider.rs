@@ -375,3 +375,14 @@ async fn an_http_dependency_gates_readiness_on_its_answer() {
     .await;
     assert_eq!(other.ready().await, 503);
 }
+
+#[tokio::test]
+async fn asking_a_stopped_rnacos_for_instances_is_an_error_not_an_empty_list() {
+    // Every "not registered" and "deregistered" assertion reads rnacos's list: with rnacos
+    // down that must fail, not read as an empty list.
+    let mut nacos = Rnacos::start().await;
+    assert_eq!(nacos.try_instances("anything").await, Ok(Vec::new()));
+    nacos.stop();
+    let err = nacos.try_instances("anything").await.unwrap_err();
+    assert!(err.contains("listing anything in rnacos"), "{err}");
+}
