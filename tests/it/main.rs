@@ -12,6 +12,7 @@ mod consumer;
 mod ctl;
 mod drain;
 mod injector;
+mod kubelet;
 mod provider;
 mod rollout;
 mod support;
