@@ -95,14 +95,10 @@ impl clap::builder::TypedValueParser for RegistryParser {
         let raw = value.to_string_lossy();
         raw.parse().map_err(|e: berth_core::registry::InvalidRegistryUrl| {
             let name = arg.map_or_else(|| "--registry".to_owned(), ToString::to_string);
-            // The user:password@ part, if any, becomes ***@.
-            let shown = match raw.split_once("://") {
-                Some((scheme, rest)) if rest.split(['/', '?']).next().is_some_and(|a| a.contains('@')) => {
-                    format!("{scheme}://***@{}", rest.rsplit_once('@').map_or("", |(_, h)| h))
-                }
-                _ => raw.to_string(),
-            };
-            let message = format!("invalid value '{shown}' for '{name}': {e}\n");
+            let message = berth_core::registry::without_password(
+                &raw,
+                &format!("invalid value '{raw}' for '{name}': {e}\n"),
+            );
             clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
         })
     }

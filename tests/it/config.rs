@@ -191,4 +191,11 @@ fn a_bad_url_is_refused_without_printing_its_password() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("--registry") && !err.contains("leak-8"), "{err}");
+    let out = berth()
+        .args(["demo", "--registry", "nacos://berth:leak-9-password@127.0.0.1:notaport"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("--registry") && err.contains("berth:***@") && !err.contains("leak-9"), "{err}");
 }

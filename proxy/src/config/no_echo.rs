@@ -39,20 +39,13 @@ where
         let raw = value.to_string_lossy();
         raw.parse().map_err(|e: T::Err| {
             let name = arg.map_or_else(|| "value".to_owned(), ToString::to_string);
-            let message = format!("invalid value '{raw}' for '{name}': {e}\n");
-            let message = match password_of(&raw) {
-                Some(password) => message.replace(password, "***"),
-                None => message,
-            };
+            let message = berth_core::registry::without_password(
+                &raw,
+                &format!("invalid value '{raw}' for '{name}': {e}\n"),
+            );
             clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
         })
     }
 }
 
-/// The password of `scheme://user:password@host…`, if it has one.
-pub fn password_of(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
-}
+pub use berth_core::registry::password_of;
