@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
     tally: Arc<Mutex<HashMap<String, usize>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -43,7 +42,7 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, sent, tally, workers }
+        Load { stop, tally, workers }
     }
 
     /// Requests answered so far.
@@ -68,7 +67,6 @@ impl Load {
         for w in self.workers {
             w.await.unwrap();
         }
-        let _ = self.sent;
         Arc::try_unwrap(self.tally).unwrap().into_inner().unwrap()
     }
 
