@@ -144,6 +144,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             config: config.clone(),
             registry,
             advertise,
+            admin_port: admin_addr.port(),
             metrics: metrics.clone(),
             drain: drain.clone(),
             health: health_rx,

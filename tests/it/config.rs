@@ -143,12 +143,15 @@ async fn flags_beat_environment_beats_file() {
 }
 
 /// Variables that hold credentials, each with a value that must never be printed.
-const SECRETS: [(&str, &str); 5] = [
+const SECRETS: [(&str, &str); 8] = [
     ("BERTH_REGISTRY", "nacos://berth:leak-1-registry@127.0.0.1:8848"),
     ("BERTH_DRAIN_TOKEN", "leak-2-drain-token-0123456789"),
     ("BERTH_TOKEN", "leak-3-admin-token-0123456789"),
     ("BERTH_DEPENDENCY", "http://user:leak-4-dependency@127.0.0.1:1/healthz"),
     ("BERTH_SERVER", "https://user:leak-5-server@127.0.0.1:15080"),
+    ("BERTH_WEBHOOK_SECRET", "leak-6-webhook-secret-0123456789"),
+    ("BERTH_WEBHOOK", "https://hooks:leak-7-webhook@127.0.0.1:1/events"),
+    ("BERTH_PROMETHEUS", "http://user:leak-8-prometheus@127.0.0.1:9090/"),
 ];
 
 #[test]

@@ -13,6 +13,8 @@ mod ctl;
 mod drain;
 mod injector;
 mod kubelet;
+mod page;
+mod page_browser;
 mod provider;
 mod rollout;
 mod support;

@@ -1,7 +1,11 @@
 //! `berth admin`: tokens, configuration, the OpenAPI document, metrics and TLS. Policies are in
 //! `policy`, services and zombies in `services`.
 
+mod events;
 mod policy;
+mod prometheus;
+mod propagation;
+mod retire;
 mod services;
 
 use reqwest::Method;

@@ -12,6 +12,7 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr; they end at the pipes' end.
     readers: Vec<std::thread::JoinHandle<()>>,
     status: Option<ExitStatus>,
 }
@@ -24,18 +25,15 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
         let err = child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-        let readers = [out, err]
-            .into_iter()
-            .flatten()
-            .map(|stream| {
-                let lines = lines.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        lines.lock().unwrap().push(line);
-                    }
-                })
-            })
-            .collect();
+        let mut readers = Vec::new();
+        for stream in [out, err].into_iter().flatten() {
+            let lines = lines.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            }));
+        }
         Proc { name: name.to_owned(), child, lines, readers, status: None }
     }
 
@@ -60,8 +58,15 @@ impl Proc {
         }
     }
 
-    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`, `INT`); fails the test when it
+    /// cannot.
     pub fn signal(&self, sig: &str) {
+        self.try_signal(sig).unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
+    }
+
+    /// Sends a signal by name, with kill(2) (no `kill` binary needed); for `Drop` guards that
+    /// must not panic.
+    pub fn try_signal(&self, sig: &str) -> std::io::Result<()> {
         use rustix::process::{Pid, Signal, kill_process};
         let signal = match sig {
             "TERM" => Signal::TERM,
@@ -69,10 +74,13 @@ impl Proc {
             "STOP" => Signal::STOP,
             "CONT" => Signal::CONT,
             "INT" => Signal::INT,
-            other => panic!("no signal {other}"),
+            other => return Err(std::io::Error::other(format!("no signal {other}"))),
         };
-        let pid = Pid::from_raw(i32::try_from(self.pid()).unwrap()).unwrap();
-        kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
+        let pid = i32::try_from(self.pid())
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other("bad pid"))?;
+        kill_process(pid, signal).map_err(std::io::Error::from)
     }
 
     /// The exit status, if the process has exited.
@@ -83,14 +91,14 @@ impl Proc {
         self.status
     }
 
-    /// Waits for the process to exit, and for what it printed last to be read.
+    /// Waits for the process to exit, and for its last lines to be read (so that `output`
+    /// holds everything it printed; a grandchild keeping the pipes open is waited for 2 s).
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_status() {
-                // Its output ends when its pipes close; a child of its own could keep them
-                // open, so this wait is bounded too.
-                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+                let read = Instant::now() + Duration::from_secs(2);
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < read {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 return s;

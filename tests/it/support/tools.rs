@@ -36,7 +36,9 @@ pub fn run_with_input(mut cmd: Command, stdin: &str) -> (bool, String) {
 /// `promtool check metrics` on `text`: whether it passed (no parse error, no lint problem)
 /// and what promtool said.
 pub fn promtool_check(text: &str) -> (bool, String) {
-    let mut cmd = Command::new(tool("BERTH_PROMTOOL", "promtool/promtool"));
+    // Debian's prometheus package puts it on PATH (scripts/deps/41-prometheus.sh).
+    let promtool = std::env::var_os("BERTH_PROMTOOL").unwrap_or_else(|| "promtool".into());
+    let mut cmd = Command::new(promtool);
     cmd.args(["check", "metrics"]);
     run_with_input(cmd, text)
 }
