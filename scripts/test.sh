@@ -12,6 +12,9 @@ done
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 # --- berth's image, and its dependencies' licences (scripts/image.sh, deny.toml) -----------
 echo "==> cargo deny check licenses bans sources"
 cargo deny --locked check licenses bans sources

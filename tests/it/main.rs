@@ -6,12 +6,14 @@
 
 mod admin;
 mod chart;
+mod cluster;
 mod config;
 mod consumer;
 mod ctl;
 mod drain;
 mod image;
 mod injector;
+mod kubelet;
 mod page;
 mod page_browser;
 mod provider;
