@@ -6,16 +6,20 @@
 
 mod admin;
 mod chart;
+mod cluster;
 mod config;
 mod consumer;
 mod ctl;
 mod drain;
 mod faults_outbound;
 mod grpc;
+mod image;
 mod injector;
+mod kubelet;
 mod outbound;
 mod page;
 mod page_browser;
 mod provider;
 mod rollout;
 mod support;
+mod version;
