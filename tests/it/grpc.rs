@@ -51,8 +51,10 @@ async fn grpc_calls_statuses_and_berths_own_failures_cross_both_sidecars() {
     let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
     let provider = Sidecar::start("echo", port, &nacos.url(), &["--app-protocol", "h2c", "--no-hedge"]).await;
     provider.wait_ready(T).await;
-    // An instance nobody listens on, kept registered whatever happens (as a crashed one is).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // An instance nobody listens on, kept registered whatever happens (as a crashed one is);
+    // its port stays bound, unlistened, so nothing else can answer there.
+    let closed = crate::support::ClosedPort::new();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], closed.port));
     nacos.register_persistent("ghost", dead, "stable").await;
     let consumer_app = crate::support::App::start("consumer").await;
     let consumer =
