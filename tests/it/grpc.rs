@@ -19,7 +19,7 @@ fn python() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    let p = cache.join("berth/tools/grpcio-1.84.0/bin/python");
+    let p = cache.join("berth/tools/grpcio/bin/python");
     assert!(
         p.exists(),
         "grpcio is not installed: run scripts/test.sh, which installs it (scripts/deps/40-grpcio.sh)"
