@@ -94,6 +94,30 @@ pub struct ProxyArgs {
     #[arg(long, help_heading = "Health", env = "BERTH_UNHEALTHY_THRESHOLD", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
     pub unhealthy_threshold: u32,
 
+    // The inbound request path: how the sidecar's connections to the app are bounded, and
+    // how long the app may take.
+    /// Connections the sidecar lends to requests for the app at a time (on HTTP/1.1 one per
+    /// request in progress; with `--app-protocol h2c` the streams on its connection). Requests
+    /// beyond it wait for a free one.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_MAX_CONNECTIONS", value_name = "N", default_value = "128", value_parser = clap::value_parser!(u32).range(1..))]
+    pub app_max_connections: u32,
+
+    /// New connections to the app opened at once: a burst of requests does not become a
+    /// burst of connects against the app's accept backlog.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_MAX_CONNECTING", value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..))]
+    pub app_max_connecting: u32,
+
+    /// How long a request may wait for a connection to the app (a free one, a new one, or
+    /// connects retried while the app's health check passes and its backlog is full) before
+    /// it is answered `503 app-unavailable`.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_QUEUE_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub app_queue_timeout: Duration,
+
+    /// How long the app may take to answer a request (its response headers) before the
+    /// sidecar answers `504 app-timeout`; `0s` for no limit.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub app_request_timeout: Duration,
+
     /// Where the sidecar accepts the app's inbound traffic (the address registered in Nacos).
     #[arg(
         long,
@@ -239,6 +263,8 @@ pub struct Config {
     pub app_protocol: AppProtocol,
     pub app_health: AppHealth,
     pub app_version: String,
+    /// The app pool's bounds and the inbound request timeout.
+    pub app_pool: crate::inbound::AppSettings,
     pub dependencies: Vec<Check>,
     pub health: HealthTiming,
     pub inbound: SocketAddr,
@@ -371,6 +397,9 @@ impl ProxyArgs {
         if timing.drain_quiet.is_zero() {
             return Err(ConfigError::invalid("--drain-quiet", "0s", "must be longer than zero"));
         }
+        if self.app_queue_timeout.is_zero() {
+            return Err(ConfigError::invalid("--app-queue-timeout", "0s", "must be longer than zero"));
+        }
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::invalid("--connect-timeout", "0s", "must be longer than zero"));
         }
@@ -396,6 +425,12 @@ impl ProxyArgs {
             app_protocol: self.app_protocol,
             app_health: self.app_health,
             app_version: self.app_version.unwrap_or_else(|| berth_core::VERSION.to_owned()),
+            app_pool: crate::inbound::AppSettings {
+                max_connections: self.app_max_connections,
+                max_connecting: self.app_max_connecting,
+                queue_timeout: self.app_queue_timeout,
+                request_timeout: (!self.app_request_timeout.is_zero()).then_some(self.app_request_timeout),
+            },
             dependencies: self.dependency,
             health: HealthTiming {
                 interval: self.health_interval,

@@ -146,13 +146,18 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             advertise,
             metrics: metrics.clone(),
             drain: drain.clone(),
-            health: health_rx,
+            health: health_rx.clone(),
             state: state_tx,
         }
         .run(),
     );
     let inbound = Arc::new(inbound::Inbound {
-        forward: inbound::Forward::new(config.app, config.app_protocol),
+        forward: inbound::Forward::new(Arc::new(inbound::AppPool::new(
+            config.app,
+            config.app_protocol,
+            config.app_pool,
+            health_rx.clone(),
+        ))),
         drain: drain.clone(),
         metrics: metrics.clone(),
         signal: config.lifecycle,

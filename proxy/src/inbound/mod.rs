@@ -12,6 +12,7 @@
 //! HTTP/2 ones at the start (GOAWAY, streams in progress finish), every one after a response
 //! that carried the signal, and idle ones once drain-min is over.
 
+mod app;
 mod forward;
 mod signal;
 
@@ -26,6 +27,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub use self::app::{AppPool, AppSettings};
 pub use self::forward::Forward;
 use self::signal::{ConnectionControl, Signal};
 use crate::drain::{Drain, Phase};
