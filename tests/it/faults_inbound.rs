@@ -29,6 +29,12 @@ impl PyApp {
         let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
         PyApp { _proc: proc, addr }
     }
+
+    /// Connections that have carried a request to the app.
+    async fn connections(&self) -> u64 {
+        let url = format!("http://{}/connections", self.addr);
+        client().get(url).send().await.unwrap().text().await.unwrap().trim().parse().unwrap()
+    }
 }
 
 /// One HTTP/2 (prior knowledge) connection to `addr`, as a consumer sidecar holds.
@@ -66,7 +72,8 @@ async fn burst(addr: SocketAddr, n: usize) -> Vec<(u16, String)> {
                                 assert_eq!(&b[..], b"hello\n");
                                 (status, error)
                             }
-                            Ok(_) => (status, error),
+                            // The body says why: keep it with the failure.
+                            Ok(b) => (status, format!("{error}: {}", String::from_utf8_lossy(&b).trim())),
                             Err(e) => (0, e.to_string()),
                         }
                     }
@@ -91,13 +98,50 @@ async fn a_burst_of_100_streams_against_a_backlog_of_5_all_succeed() {
         let sidecar = Sidecar::start("burst", app.addr.port(), &dir_registry(&dir), &[]).await;
         sidecar.wait_ready(T).await;
         let results = burst(sidecar.inbound, 100).await;
-        let mut failed = std::collections::BTreeMap::<&(u16, String), usize>::new();
-        for r in results.iter().filter(|(s, _)| *s != 200) {
-            *failed.entry(r).or_default() += 1;
-        }
+        let failed = failures(&results);
         let n: usize = failed.values().sum();
         assert!(failed.is_empty(), "round {round}: {n} of 100 failed: {failed:?}");
     }
+}
+
+fn failures(results: &[(u16, String)]) -> std::collections::BTreeMap<&(u16, String), usize> {
+    let mut failed = std::collections::BTreeMap::new();
+    for r in results.iter().filter(|(s, _)| *s != 200) {
+        *failed.entry(r).or_default() += 1;
+    }
+    failed
+}
+
+#[tokio::test]
+async fn the_app_pool_reuses_its_connections() {
+    let app = PyApp::start(&["--keep-alive"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start("pooled", app.addr.port(), &dir_registry(&dir), &[]).await;
+    sidecar.wait_ready(T).await;
+    // A new client connection each time: only the sidecar's pool can reuse anything.
+    for _ in 0..50 {
+        let resp = client().get(sidecar.url("/")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // Read to the end: a response abandoned mid-way cannot leave its connection reusable.
+        assert_eq!(resp.text().await.unwrap(), "hello\n");
+    }
+    let used = app.connections().await;
+    assert!(used <= 5, "50 sequential requests took {used} connections to the app");
+}
+
+#[tokio::test]
+async fn a_burst_waits_for_the_bounded_app_pool_instead_of_failing() {
+    let app = PyApp::start(&["--keep-alive", "--delay-ms", "20"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar =
+        Sidecar::start("bounded", app.addr.port(), &dir_registry(&dir), &["--app-max-connections", "3"])
+            .await;
+    sidecar.wait_ready(T).await;
+    let results = burst(sidecar.inbound, 30).await;
+    let failed = failures(&results);
+    assert!(failed.is_empty(), "{failed:?}");
+    let used = app.connections().await;
+    assert!(used <= 3, "30 streams took {used} connections with --app-max-connections 3");
 }
 
 /// An app that accepts connections and never answers; it holds them until dropped.

@@ -2,7 +2,8 @@
 
 `python3 backlog_app.py [--keep-alive] [--delay-ms N]` listens on 127.0.0.1 on an ephemeral port
 and prints `listening on 127.0.0.1:PORT`. It answers `GET /` with `hello` (after N ms) and
-`GET /connections` with how many connections it has accepted. Without `--keep-alive` it speaks
+`GET /connections` with how many connections have carried a request (health checks that
+only connect do not count). Without `--keep-alive` it speaks
 HTTP/1.0 and closes every connection after one response, as `python3 -m http.server` does.
 """
 
@@ -20,25 +21,25 @@ class Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.accepted = 0
+        self.used = 0
         self.lock = threading.Lock()
-
-    def get_request(self):
-        conn = super().get_request()
-        with self.lock:
-            self.accepted += 1
-        return conn
 
 
 def handler(keep_alive, delay):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+        # One handler serves one connection, however many requests it carries.
+        counted = False
 
         def do_GET(self):
             if self.path == "/connections":
                 with self.server.lock:
-                    body = f"{self.server.accepted}\n".encode()
+                    body = f"{self.server.used}\n".encode()
             else:
+                if not self.counted:
+                    self.counted = True
+                    with self.server.lock:
+                        self.server.used += 1
                 time.sleep(delay)
                 body = b"hello\n"
             self.send_response(200)

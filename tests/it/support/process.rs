@@ -12,6 +12,9 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Ends when both threads copying stdout and stderr are done: waited for (briefly) once
+    /// the process has exited, so its last lines are in `lines` by the time an exit is reported.
+    copied: std::sync::mpsc::Receiver<()>,
     status: Option<ExitStatus>,
 }
 
@@ -23,15 +26,18 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
         let err = child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let (done, copied) = std::sync::mpsc::channel::<()>();
         for stream in [out, err].into_iter().flatten() {
-            let lines = lines.clone();
+            let (lines, done) = (lines.clone(), done.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
+                drop(done);
             });
         }
-        Proc { name: name.to_owned(), child, lines, status: None }
+        drop(done);
+        Proc { name: name.to_owned(), child, lines, copied, status: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -66,6 +72,12 @@ impl Proc {
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().unwrap();
+            if self.status.is_some() {
+                // The pipes end with the process (unless a child of its own holds them: then
+                // give up after a while).
+                // Nothing is ever sent: this returns once both senders are dropped.
+                let _ = self.copied.recv_timeout(Duration::from_secs(2));
+            }
         }
         self.status
     }
