@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod metadata;
 pub mod policy;
 pub mod registry;
+pub mod shutdown;
 pub mod symbol;
 
 pub use instance::Instance;

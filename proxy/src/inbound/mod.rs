@@ -5,12 +5,12 @@
 //! ```text
 //! Signal  -> marks responses with the read-only signal while draining; closes the connection
 //! Track   -> metrics, in-flight count and arrival time for the drain
-//! Forward -> the app on 127.0.0.1, pooled
+//! Forward -> the app on 127.0.0.1 through the bounded app pool, within the request timeout
 //! ```
 //!
-//! The listener stays open until the drain is done. Connections close when the drain asks:
-//! HTTP/2 ones at the start (GOAWAY, streams in progress finish), every one after a response
-//! that carried the signal, and idle ones once drain-min is over.
+//! The listener ([`crate::serve`]) stays open until the drain is done. Connections close when
+//! the drain asks: HTTP/2 ones at the start (GOAWAY, streams in progress finish), every one
+//! after a response that carried the signal, and idle ones once drain-min is over.
 
 mod app;
 mod forward;
@@ -32,6 +32,7 @@ pub use self::forward::Forward;
 use self::signal::{ConnectionControl, Signal};
 use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
+use crate::serve::{self, Closing, Open, Stopped};
 use crate::track::Track;
 
 /// How long a client may take to send a request's headers.
@@ -47,33 +48,24 @@ pub struct Inbound {
     pub signal: bool,
 }
 
-/// Accepts connections until the drain is done.
-pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
+/// How long connections may take to finish once the drain is done (they are idle then, unless
+/// the drain was forced).
+const DONE_GRACE: Duration = Duration::from_secs(1);
+
+/// Accepts connections until the drain is done: the listener stays open through the drain.
+pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) -> Stopped {
     let mut phase = inbound.drain.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = async { let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await; } => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, inbound.clone()));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                tracing::warn!(error = %e, "inbound accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    tracing::debug!("inbound listener closed");
+    let done = async move {
+        let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
+    };
+    serve::serve("inbound", listener, done, DONE_GRACE, move |stream, peer, closing| {
+        connection(stream, peer, inbound.clone(), closing)
+    })
+    .await
 }
 
-#[tracing::instrument(name = "inbound", skip_all, fields(peer = %peer))]
-async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) {
-    let _ = stream.set_nodelay(true);
-    let open = inbound.metrics.connections.with_label_values(&["inbound"]);
-    open.inc();
+async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, mut closing: Closing) {
+    let _open = Open::new(inbound.metrics.connections.with_label_values(&["inbound"]));
     let control = Arc::new(ConnectionControl::default());
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
@@ -92,24 +84,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) 
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    tokio::pin!(conn);
     let mut phase = inbound.drain.subscribe();
-    let mut closing = false;
-    loop {
+    let close = async move {
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                break;
-            }
-            () = close_requested(&mut phase, &control), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            () = close_requested(&mut phase, &control) => {}
+            () = closing.requested() => {}
         }
-    }
-    open.dec();
+    };
+    serve::http(conn, close).await;
 }
 
 /// Resolves when this connection should close gracefully.

@@ -103,43 +103,46 @@ impl Outbound {
     }
 }
 
-/// Accepts the app's connections for the life of the process (outbound does not drain).
-pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, outbound.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// How long the app's connections may take to finish once outbound stops (the app has
+/// stopped by then, or the drain was cut short).
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Accepts the app's connections until `stop` (outbound does not drain: apps call out while
+/// they finish their work), each served by `handler` behind the tracking layer.
+pub async fn serve<S>(
+    listener: TcpListener,
+    handler: S,
+    metrics: Metrics,
+    stop: impl std::future::Future<Output = ()>,
+) -> crate::serve::Stopped
+where
+    S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    crate::serve::serve("outbound", listener, stop, STOP_GRACE, move |stream, _, closing| {
+        connection(stream, handler.clone(), metrics.clone(), closing)
+    })
+    .await
 }
 
-async fn connection(stream: TcpStream, outbound: Arc<Outbound>) {
-    let _ = stream.set_nodelay(true);
-    let open = outbound.metrics.connections.with_label_values(&["outbound"]);
-    open.inc();
-    let handler = outbound.clone();
-    let svc = tower::service_fn(move |req: Request<Incoming>| handle(handler.clone(), req));
-    let stack = Track::new(svc, "outbound", outbound.metrics.clone(), None);
+async fn connection<S>(stream: TcpStream, handler: S, metrics: Metrics, mut closing: crate::serve::Closing)
+where
+    S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _open = crate::serve::Open::new(metrics.connections.with_label_values(&["outbound"]));
+    let stack = Track::new(handler, "outbound", metrics, None);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "outbound connection ended with an error");
-    }
-    open.dec();
-}
-
-async fn handle(
-    outbound: Arc<Outbound>,
-    req: Request<Incoming>,
-) -> Result<HttpResponse, std::convert::Infallible> {
-    Ok(outbound.handle(req).await)
+    crate::serve::http(conn, async move { closing.requested().await }).await;
 }
 
 /// Headers and cookies of a request, for policy rules.
