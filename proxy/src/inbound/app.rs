@@ -9,10 +9,13 @@
 //!   request; on HTTP/2 it is the number of streams), and a request waits for one — a free
 //!   pooled one or a new one — up to `queue_timeout` instead of failing;
 //! - opens at most `max_connecting` new connections at once;
-//! - tries a connect for a short while only, and retries a refused or timed-out connect while
-//!   the health monitor says the app is up: its backlog was full, it is not dead. While the
-//!   app is down (starting, stopping, crashed) the request fails at once with
-//!   `503 app-unavailable`, so a consumer moves it elsewhere.
+//! - tries a connect for a short while only, and retries a connect that timed out while the
+//!   health monitor says the app is up: its backlog was full, it is not dead. A refused
+//!   connect is retried only a few times within tens of milliseconds (a backlog overflow
+//!   answered with a reset, an app restarting at once): an app that really stopped between two
+//!   health checks must still be answered for quickly. While the app is down (starting,
+//!   stopping, crashed) the request fails at once with `503 app-unavailable`, so a consumer
+//!   moves it elsewhere.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ const CONNECT_ATTEMPT: Duration = Duration::from_millis(100);
 /// The first pause between connect attempts; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// Refused connects retried (after 5, 10 and 20 ms) before the request fails.
+const REFUSED_RETRIES: u32 = 3;
 
 /// The pool's bounds and the inbound timeouts (`--app-max-connections` and the rest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +125,7 @@ impl AppPool {
             return Ok(conn);
         }
         let mut backoff = FIRST_BACKOFF;
-        let mut attempts = 0;
+        let (mut attempts, mut refused) = (0, 0);
         loop {
             let Ok(Ok(_opening)) = tokio::time::timeout_at(deadline, self.connecting.acquire()).await else {
                 return Err(Unavailable::Busy {
@@ -134,11 +139,16 @@ impl AppPool {
             }
             attempts += 1;
             let attempt = CONNECT_ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
+            let started = Instant::now();
             let error = match self.endpoint.open(attempt).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => e,
             };
-            if !self.app_healthy() || Instant::now() + backoff >= deadline {
+            // A failure before the attempt's time was up was an answer (refused), not silence.
+            if started.elapsed() < attempt {
+                refused += 1;
+            }
+            if !self.app_healthy() || refused > REFUSED_RETRIES || Instant::now() + backoff >= deadline {
                 return Err(Unavailable::Connect { source: error, attempts });
             }
             tracing::debug!(app = %self.endpoint.addr, error = %error.detail, attempts, "connect to the healthy app failed; retrying");
