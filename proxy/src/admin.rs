@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::serve::{self, Closing, Stopped};
 
 /// The header carrying the drain token.
-pub const DRAIN_TOKEN_HEADER: &str = "x-berth-drain-token";
+pub use berth_core::header::DRAIN_TOKEN as DRAIN_TOKEN_HEADER;
 
 /// What the admin routes read.
 #[derive(Debug)]

@@ -10,16 +10,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_core::Symbol;
+use berth_core::defaults;
 use berth_core::registry::RegistryUrl;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
-mod check;
 mod file;
 
-pub use check::{AppHealth, Check};
-
-/// Exit code for bad configuration (EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
+pub use berth_core::check::{AppHealth, Check};
+/// Exit code for bad configuration (EX_USAGE), as for every berth program.
+pub use berth_core::options::EXIT_CONFIG;
+pub use berth_core::options::{duration, service_name};
 
 /// `berth proxy`: the sidecar beside an app.
 #[derive(Debug, Clone, Args)]
@@ -124,7 +124,7 @@ pub struct ProxyArgs {
         help_heading = "Listeners and registry",
         env = "BERTH_INBOUND",
         value_name = "ADDR",
-        default_value = "0.0.0.0:15006"
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::INBOUND_PORT))
     )]
     pub inbound: SocketAddr,
 
@@ -134,7 +134,7 @@ pub struct ProxyArgs {
         help_heading = "Listeners and registry",
         env = "BERTH_ADMIN",
         value_name = "ADDR",
-        default_value = "0.0.0.0:15020"
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::ADMIN_PORT))
     )]
     pub admin: SocketAddr,
 
@@ -149,25 +149,25 @@ pub struct ProxyArgs {
     pub registry: Option<RegistryUrl>,
 
     /// How long the app must stay healthy before it is registered.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = defaults::REGISTER_DELAY_TEXT, value_parser = duration)]
     pub register_delay: Duration,
 
     /// How long after registration consumers ramp this instance's share up (slow start).
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_WARMUP", value_name = "DURATION", default_value = defaults::WARMUP_TEXT, value_parser = duration)]
     pub warmup: Duration,
 
     /// How long a drain keeps accepting (and answering with the read-only signal) before it may
     /// end; at least twice the registry's push delay.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = defaults::DRAIN_MIN_TEXT, value_parser = duration)]
     pub drain_min: Duration,
 
     /// After drain-min, the drain ends once no request has arrived for this long and none is in
     /// flight.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = defaults::DRAIN_QUIET_TEXT, value_parser = duration)]
     pub drain_quiet: Duration,
 
-    /// The drain is forced to end (exit code 1) this long after it started.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    /// The drain is forced to end (exit code 2) this long after it started.
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = defaults::DRAIN_TIMEOUT_TEXT, value_parser = duration)]
     pub drain_timeout: Duration,
 
     /// Where the app's outbound calls arrive (as an HTTP proxy, by Host, or by path prefix).
@@ -176,7 +176,7 @@ pub struct ProxyArgs {
         help_heading = "Listeners and registry",
         env = "BERTH_OUTBOUND",
         value_name = "ADDR",
-        default_value = "127.0.0.1:15001"
+        default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, defaults::OUTBOUND_PORT))
     )]
     pub outbound: SocketAddr,
 
@@ -308,20 +308,6 @@ pub enum ConfigError {
 impl ConfigError {
     fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
         ConfigError::Invalid { option: option.into(), value: value.to_string(), allowed: allowed.into() }
-    }
-}
-
-/// Parses a human duration: `500ms`, `5s`, `1m30s`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 500ms, 5s or 1m"))
-}
-
-/// Checks a service name (the injector checks `berth.io/service` with it too).
-pub fn service_name(s: &str) -> Result<String, String> {
-    if berth_core::registry::is_service_name(s) {
-        Ok(s.to_owned())
-    } else {
-        Err(berth_core::registry::SERVICE_NAME_RULE.into())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use berth_core::metadata::{DRAINING, LIFECYCLE_HEADER};
+use berth_core::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};
 use futures_util::future::BoxFuture;
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Version};

@@ -45,10 +45,10 @@ use crate::metrics::{Metrics, status_class};
 use crate::track::Track;
 use crate::upgrade;
 
-/// The header that pins a request to a symbol.
-pub const SYMBOL_HEADER: &str = "x-berth-symbol";
 /// The header that marks a non-idempotent request as safe to retry (`true`).
-pub const RETRYABLE_HEADER: &str = "x-berth-retryable";
+pub use berth_core::header::RETRYABLE as RETRYABLE_HEADER;
+/// The header that pins a request to a symbol.
+pub use berth_core::header::SYMBOL as SYMBOL_HEADER;
 /// Bodies up to this size of retryable requests are kept for a retry.
 const MAX_REPLAY: u64 = 64 * 1024;
 /// Instances one request may try.
