@@ -284,6 +284,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_late_request_restarts_the_quiet_period() {
+        let drain = Arc::new(Drain::default());
+        drain.start("test");
+        let t0 = tokio::time::Instant::now();
+        let d = drain.clone();
+        let late = tokio::spawn(async move {
+            // drain-min 1 s, quiet 500 ms. A request at 0.8 s keeps the drain past drain-min
+            // (until 1.3 s); the late one at 1.2 s restarts the quiet period: the end is 1.7 s.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            drop(d.request());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(d.phase(), Phase::Closing, "the second request comes after drain-min");
+            drop(d.request());
+        });
+        let ended = run(&drain, timing(1000, 500, 60_000), true).await;
+        let at = t0.elapsed();
+        late.await.unwrap();
+        assert_eq!(ended, Phase::Done { forced: false });
+        // Virtual time, so exact: the late request plus the quiet period.
+        assert!(at >= Duration::from_millis(1700), "ended at {at:?}, before the late request's quiet period");
+        assert_eq!(drain.received_while_draining(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_second_signal_forces() {
         let drain = Arc::new(Drain::default());
         let _busy = drain.request();

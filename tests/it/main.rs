@@ -10,6 +10,7 @@ mod config;
 mod consumer;
 mod ctl;
 mod drain;
+mod drain_wire;
 mod faults_inbound;
 mod injector;
 mod provider;

@@ -98,7 +98,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, 
 async fn close_requested(phase: &mut watch::Receiver<Phase>, control: &ConnectionControl) {
     loop {
         let now = *phase.borrow_and_update();
-        if now >= Phase::Closing || (now >= Phase::Draining && control.h2.load(Ordering::Relaxed)) {
+        // A connection that has not carried a request yet closes after its first response
+        // (which carries the signal, and so notifies `close`).
+        let used = control.used.load(Ordering::Relaxed);
+        if (now >= Phase::Closing && used) || (now >= Phase::Draining && control.h2.load(Ordering::Relaxed)) {
             return;
         }
         tokio::select! {

@@ -23,6 +23,10 @@ use crate::drain::Drain;
 pub struct ConnectionControl {
     /// Set by the first HTTP/2 request: such connections get GOAWAY as soon as a drain starts.
     pub h2: AtomicBool,
+    /// Set by the first request of any kind. After drain-min an idle connection is closed, but
+    /// not one that has not sent its first request yet: closing it would fail the request its
+    /// client is sending (HTTP/1.1 has no way to say "not processed, send it elsewhere").
+    pub used: AtomicBool,
     /// Notified when a response carried the signal: close after it.
     pub close: Notify,
 }
@@ -62,6 +66,7 @@ where
         if h2 {
             self.conn.h2.store(true, Ordering::Relaxed);
         }
+        self.conn.used.store(true, Ordering::Relaxed);
         let (drain, conn, enabled) = (self.drain.clone(), self.conn.clone(), self.enabled);
         let fut = self.inner.call(req);
         Box::pin(async move {
