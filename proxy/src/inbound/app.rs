@@ -167,3 +167,6 @@ impl AppPool {
 fn to_permits(n: u32) -> usize {
     usize::try_from(n).unwrap_or(Semaphore::MAX_PERMITS).min(Semaphore::MAX_PERMITS)
 }
+
+#[cfg(test)]
+mod tests;
