@@ -146,25 +146,18 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let drain = Arc::new(Drain::default());
     let (health_tx, health_rx) = watch::channel(health::Health::default());
     let (state_tx, state_rx) = lifecycle::channel();
+    // The one stop of the outbound and admin listeners, once inbound is done and the app too.
     let (stop, stopping) = watch::channel(false);
-    let stopped = move || {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        }
-    };
+    let stopped = move || until_true(stopping.clone());
 
     tokio::spawn(health::HealthMonitor::new(&config).run(health_tx));
     let outbound = start_outbound(&config, registry.clone(), &metrics).await;
-    let handler = {
-        let outbound = outbound.clone();
-        tower::service_fn(move |req| {
-            let outbound = outbound.clone();
-            async move { Ok::<_, std::convert::Infallible>(outbound.handle(req).await) }
-        })
-    };
-    let outbound_task =
-        tokio::spawn(outbound::serve(listeners.outbound, handler, metrics.clone(), stopped()));
+    let outbound_task = tokio::spawn(outbound::serve(
+        listeners.outbound,
+        outbound_handler(outbound.clone()),
+        metrics.clone(),
+        stopped(),
+    ));
     let controller = tokio::spawn(
         lifecycle::Controller {
             config: config.clone(),
@@ -178,13 +171,13 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         .run(),
     );
     let app = inbound::AppPool::new(config.app, config.app_protocol, config.app_pool, health_rx);
-    let inbound = Arc::new(inbound::Inbound {
+    let inbound = inbound::Inbound {
         forward: inbound::Forward::new(Arc::new(app)),
         drain: drain.clone(),
         metrics: metrics.clone(),
         signal: config.lifecycle,
-    });
-    let inbound_task = tokio::spawn(inbound::serve(listeners.inbound, inbound));
+    };
+    let inbound_task = tokio::spawn(inbound::serve(listeners.inbound, Arc::new(inbound)));
     let admin = Arc::new(admin::Admin {
         service: config.service.clone(),
         symbol: config.symbol.to_string(),
@@ -206,6 +199,28 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let _ = stop.send(true);
     let _ = tokio::join!(admin_task, outbound_task);
     Ok(ended)
+}
+
+/// Resolves once `flag` is true (or its sender is gone).
+async fn until_true(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|f| *f).await;
+}
+
+/// The app's outbound requests, as the service the outbound listener serves.
+fn outbound_handler(
+    outbound: Arc<outbound::Outbound>,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = body::HttpResponse,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<body::HttpResponse, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |req| {
+        let outbound = outbound.clone();
+        async move { Ok(outbound.handle(req).await) }
+    })
 }
 
 /// The outbound proxy, following the `--services` from the start.

@@ -109,6 +109,10 @@ impl AppPool {
     /// A share of the pool: held while a request uses a connection (until its response body
     /// ends), waited for up to the queue timeout.
     pub async fn lend(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, Unavailable> {
+        // The common case, without a timer: a share is free.
+        if let Ok(permit) = self.lent.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
         let busy =
             || Unavailable::Busy { max: self.settings.max_connections, waited: self.settings.queue_timeout };
         match tokio::time::timeout_at(deadline, self.lent.clone().acquire_owned()).await {
