@@ -193,8 +193,11 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let ended = drain::run(&drain, config.timing, config.lifecycle).await;
     let _ = controller.await;
     log_end(&drain, ended);
-    // Done: the inbound listener closes and its (idle) connections end.
-    let _ = inbound_task.await;
+    // Done: the inbound listener closes and its idle connections end. A forced drain does
+    // not wait for the busy ones.
+    if ended == (Phase::Done { forced: false }) {
+        let _ = inbound_task.await;
+    }
     linger(&outbound, &drain, &config).await;
     let _ = stop.send(true);
     let _ = tokio::join!(admin_task, outbound_task);

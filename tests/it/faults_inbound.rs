@@ -243,6 +243,11 @@ async fn clients_that_give_up_leave_nothing_in_flight_and_the_drain_ends_on_evid
     // The HTTP/2 connection whose streams were reset still serves.
     let mut h2 = h2;
     assert_eq!(h2.send_request(get("/")).await.unwrap().status(), 200);
+    drop(h2);
+    eventually(T, "no inbound connection counted open once the clients are gone", || async {
+        sidecar.metrics().await.contains("berth_connections_open{direction=\"inbound\"} 0")
+    })
+    .await;
 
     // The drain ends on evidence — quiet, nothing in flight — not at the 10-minute timeout.
     sidecar.proc.signal("TERM");
@@ -250,4 +255,42 @@ async fn clients_that_give_up_leave_nothing_in_flight_and_the_drain_ends_on_evid
     let out = sidecar.proc.output();
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.contains("stopped: drain complete"), "{out}");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let app = App::start("crowded").await;
+    let dir = tempfile::tempdir().unwrap();
+    // The sidecar under a 40-descriptor limit: a few dozen connections exhaust it.
+    let base = crate::support::berth();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\""]).arg(base.get_program());
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.args(["proxy", "--service", "crowded", "--app-port", &app.addr.port().to_string()])
+        .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--outbound", "127.0.0.1:0"])
+        .args(["--registry", &dir_registry(&dir)]);
+    let sidecar = Sidecar::spawn("sidecar crowded", cmd).await;
+    sidecar.wait_ready(T).await;
+
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(tokio::net::TcpStream::connect(sidecar.inbound).await.unwrap());
+    }
+    sidecar.proc.wait_line("accept failed", T).await;
+    // Hold the descriptors a while longer: a loop without back-off would log thousands of
+    // failures meanwhile; one that backs off (5 ms doubling to 1 s) a handful.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures = sidecar.proc.output().matches("accept failed").count();
+    assert!(failures <= 30, "{failures} accept failures logged in about 2 s");
+
+    drop(held);
+    eventually(T, "served again once descriptors are free", || async {
+        client().get(sidecar.url("/")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 }
