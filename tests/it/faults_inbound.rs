@@ -1,5 +1,6 @@
 //! The inbound path under faults: a burst of multiplexed streams against an app with a small
-//! accept backlog, a hung app, clients that give up, and the drain after them.
+//! accept backlog (and the app pool's reuse and bound), a hung app, clients that give up and
+//! the drain after them, and a sidecar out of file descriptors.
 
 use std::net::SocketAddr;
 use std::process::Command;
