@@ -35,7 +35,7 @@ use crate::config::DrainToken;
 use crate::drain::Drain;
 use crate::lifecycle::State;
 use crate::metrics::Metrics;
-use crate::serve::{self, Closing, Stopped};
+use crate::serve::{self, Connection, Stopped};
 
 /// The header carrying the drain token.
 pub use berth_core::header::DRAIN_TOKEN as DRAIN_TOKEN_HEADER;
@@ -58,17 +58,17 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Serves the admin port until `stop` resolves, then lets open requests (a
 /// `/drain?wait=true` answering "stopped") finish.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: impl Future<Output = ()>) -> Stopped {
-    serve::serve("admin", listener, stop, STOP_GRACE, move |stream, peer, closing| {
-        connection(stream, peer, admin.clone(), closing)
+    serve::serve("admin", listener, stop, STOP_GRACE, Arc::default(), move |stream, peer, this| {
+        connection(stream, peer, admin.clone(), this)
     })
     .await
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut closing: Closing) {
+async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, this: Arc<Connection>) {
     let svc = TowerToHyperService::new(Routes { admin, peer });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    serve::http(conn, async move { closing.requested().await }).await;
+    serve::http(conn, &this).await;
 }
 
 /// The admin routes for one connection's peer.

@@ -50,6 +50,25 @@ pub struct AppSettings {
     pub request_timeout: Option<Duration>,
 }
 
+/// When a request stops waiting for a connection: read from the clock only if it has to wait
+/// (most requests find a free share and a pooled connection at once).
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    wait: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// `wait` from the first time it is asked for.
+    pub fn after(wait: Duration) -> Deadline {
+        Deadline { wait, at: None }
+    }
+
+    fn at(&mut self) -> Instant {
+        *self.at.get_or_insert_with(|| Instant::now() + self.wait)
+    }
+}
+
 /// Why the app could not be given a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Unavailable {
@@ -108,14 +127,14 @@ impl AppPool {
 
     /// A share of the pool: held while a request uses a connection (until its response body
     /// ends), waited for up to the queue timeout.
-    pub async fn lend(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, Unavailable> {
+    pub async fn lend(&self, deadline: &mut Deadline) -> Result<OwnedSemaphorePermit, Unavailable> {
         // The common case, without a timer: a share is free.
         if let Ok(permit) = self.lent.clone().try_acquire_owned() {
             return Ok(permit);
         }
         let busy =
             || Unavailable::Busy { max: self.settings.max_connections, waited: self.settings.queue_timeout };
-        match tokio::time::timeout_at(deadline, self.lent.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline.at(), self.lent.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it as busy all the same.
             Ok(Err(_)) | Err(_) => Err(busy()),
@@ -124,10 +143,11 @@ impl AppPool {
 
     /// A connection for one request: a pooled one, else a new one, retrying connects while
     /// the app is healthy until `deadline`.
-    pub async fn checkout(&self, deadline: Instant) -> Result<Conn, Unavailable> {
+    pub async fn checkout(&self, deadline: &mut Deadline) -> Result<Conn, Unavailable> {
         if let Some(conn) = self.endpoint.pooled().await {
             return Ok(conn);
         }
+        let deadline = deadline.at();
         let mut backoff = FIRST_BACKOFF;
         let (mut attempts, mut refused) = (0, 0);
         loop {

@@ -18,9 +18,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
 
-use super::app::AppPool;
+use super::app::{AppPool, Deadline};
 use crate::body::{self, Body, BoxError, HttpResponse};
 use crate::endpoint::{self, Conn};
 use crate::headers;
@@ -115,13 +114,13 @@ async fn send(app: Arc<AppPool>, mut req: Request<Body>, upgrade: Option<OnUpgra
             Err(e) => unavailable(addr, &e),
         };
     }
-    let deadline = Instant::now() + app.settings().queue_timeout;
-    let mut permit = match app.lend(deadline).await {
+    let mut deadline = Deadline::after(app.settings().queue_timeout);
+    let mut permit = match app.lend(&mut deadline).await {
         Ok(p) => Some(p),
         Err(e) => return unavailable(addr, &e),
     };
     for _ in 0..MAX_RESENDS {
-        let conn = match app.checkout(deadline).await {
+        let conn = match app.checkout(&mut deadline).await {
             Ok(c) => c,
             Err(e) => return unavailable(addr, &e),
         };

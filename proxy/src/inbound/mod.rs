@@ -18,7 +18,6 @@ mod signal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,10 +28,10 @@ use tokio::sync::watch;
 
 pub use self::app::{AppPool, AppSettings};
 pub use self::forward::Forward;
-use self::signal::{ConnectionControl, Signal};
+use self::signal::Signal;
 use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
-use crate::serve::{self, Closing, Open, Stopped};
+use crate::serve::{self, Connection, Connections, Open, Stopped};
 use crate::track::Track;
 
 /// How long a client may take to send a request's headers.
@@ -58,15 +57,35 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) -> Stopped {
     let done = async move {
         let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
     };
-    serve::serve("inbound", listener, done, DONE_GRACE, move |stream, peer, closing| {
-        connection(stream, peer, inbound.clone(), closing)
-    })
-    .await
+    let connections = Arc::new(Connections::default());
+    let phases = tokio::spawn(close_on_phases(inbound.drain.subscribe(), connections.clone()));
+    let stopped =
+        serve::serve("inbound", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
+            connection(stream, peer, inbound.clone(), this)
+        })
+        .await;
+    phases.abort();
+    stopped
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, mut closing: Closing) {
+/// Closes the open connections as the drain moves on: HTTP/2 ones at its start (GOAWAY), the
+/// others once drain-min is over — each at once if idle, else after its response. A
+/// connection that has not carried a request yet is left open: closing it would fail the
+/// request its client may be sending (HTTP/1.1 cannot say "not processed, send it elsewhere").
+/// Connections opened later close after their first response, which carries the signal.
+async fn close_on_phases(mut phase: watch::Receiver<Phase>, connections: Arc<Connections>) {
+    if phase.wait_for(|p| *p >= Phase::Draining).await.is_err() {
+        return;
+    }
+    connections.close_where(Connection::is_h2);
+    if phase.wait_for(|p| *p >= Phase::Closing).await.is_err() {
+        return;
+    }
+    connections.close_where(Connection::is_used);
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, this: Arc<Connection>) {
     let _open = Open::new(inbound.metrics.connections.with_label_values(&["inbound"]));
-    let control = Arc::new(ConnectionControl::default());
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
     let stack = Signal::new(
@@ -77,36 +96,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, 
             Some(inbound.drain.clone()),
         ),
         inbound.drain.clone(),
-        control.clone(),
+        this.clone(),
         inbound.signal,
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    let mut phase = inbound.drain.subscribe();
-    let close = async move {
-        tokio::select! {
-            () = close_requested(&mut phase, &control) => {}
-            () = closing.requested() => {}
-        }
-    };
-    serve::http(conn, close).await;
-}
-
-/// Resolves when this connection should close gracefully.
-async fn close_requested(phase: &mut watch::Receiver<Phase>, control: &ConnectionControl) {
-    loop {
-        let now = *phase.borrow_and_update();
-        // A connection that has not carried a request yet closes after its first response
-        // (which carries the signal, and so notifies `close`).
-        let used = control.used.load(Ordering::Relaxed);
-        if (now >= Phase::Closing && used) || (now >= Phase::Draining && control.h2.load(Ordering::Relaxed)) {
-            return;
-        }
-        tokio::select! {
-            changed = phase.changed() => if changed.is_err() { return std::future::pending().await },
-            () = control.close.notified() => return,
-        }
-    }
+    serve::http(conn, &this).await;
 }

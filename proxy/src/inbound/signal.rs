@@ -6,44 +6,30 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use berth_core::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};
 use futures_util::future::BoxFuture;
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Version};
-use tokio::sync::Notify;
 
 use crate::body::HttpResponse;
 use crate::drain::Drain;
-
-/// What a connection's requests tell the connection.
-#[derive(Debug, Default)]
-pub struct ConnectionControl {
-    /// Set by the first HTTP/2 request: such connections get GOAWAY as soon as a drain starts.
-    pub h2: AtomicBool,
-    /// Set by the first request of any kind. After drain-min an idle connection is closed, but
-    /// not one that has not sent its first request yet: closing it would fail the request its
-    /// client is sending (HTTP/1.1 has no way to say "not processed, send it elsewhere").
-    pub used: AtomicBool,
-    /// Notified when a response carried the signal: close after it.
-    pub close: Notify,
-}
+use crate::serve::Connection;
 
 /// Marks responses while draining.
 #[derive(Clone, Debug)]
 pub struct Signal<S> {
     inner: S,
     drain: Arc<Drain>,
-    conn: Arc<ConnectionControl>,
+    conn: Arc<Connection>,
     enabled: bool,
 }
 
 impl<S> Signal<S> {
     /// Marks `inner`'s responses on the connection `conn` (unless not `enabled`:
     /// `--no-lifecycle`).
-    pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<ConnectionControl>, enabled: bool) -> Self {
+    pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<Connection>, enabled: bool) -> Self {
         Signal { inner, drain, conn, enabled }
     }
 }
@@ -63,10 +49,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let h2 = req.version() == Version::HTTP_2;
-        if h2 {
-            self.conn.h2.store(true, Ordering::Relaxed);
-        }
-        self.conn.used.store(true, Ordering::Relaxed);
+        // What the drain's phases close the connection by (see `inbound::close_on_phases`).
+        self.conn.request(h2);
         let (drain, conn, enabled) = (self.drain.clone(), self.conn.clone(), self.enabled);
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -79,7 +63,7 @@ where
                 if !h2 {
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                conn.close.notify_one();
+                conn.close();
             }
             Ok(resp)
         })

@@ -122,13 +122,13 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    crate::serve::serve("outbound", listener, stop, STOP_GRACE, move |stream, _, closing| {
-        connection(stream, handler.clone(), metrics.clone(), closing)
+    crate::serve::serve("outbound", listener, stop, STOP_GRACE, Arc::default(), move |stream, _, this| {
+        connection(stream, handler.clone(), metrics.clone(), this)
     })
     .await
 }
 
-async fn connection<S>(stream: TcpStream, handler: S, metrics: Metrics, mut closing: crate::serve::Closing)
+async fn connection<S>(stream: TcpStream, handler: S, metrics: Metrics, this: Arc<crate::serve::Connection>)
 where
     S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = std::convert::Infallible>
         + Clone
@@ -142,7 +142,7 @@ where
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    crate::serve::http(conn, async move { closing.requested().await }).await;
+    crate::serve::http(conn, &this).await;
 }
 
 /// Headers and cookies of a request, for policy rules.

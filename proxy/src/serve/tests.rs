@@ -29,7 +29,7 @@ async fn server(grace: Duration) -> Server {
     let (enter, entered) = mpsc::unbounded_channel();
     let release = Arc::new(Semaphore::new(0));
     let gate = release.clone();
-    let connection = move |stream: TcpStream, _, mut closing: Closing| {
+    let connection = move |stream: TcpStream, _, this: Arc<Connection>| {
         let (enter, gate) = (enter.clone(), gate.clone());
         async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -44,13 +44,13 @@ async fn server(grace: Duration) -> Server {
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            http(conn, async move { closing.requested().await }).await;
+            http(conn, &this).await;
         }
     };
     let stop_signal = async {
         let _ = stop_rx.await;
     };
-    let stopped = tokio::spawn(serve("test", listener, stop_signal, grace, connection));
+    let stopped = tokio::spawn(serve("test", listener, stop_signal, grace, Arc::default(), connection));
     Server { addr, stop, stopped, entered, release }
 }
 

@@ -70,17 +70,17 @@ async fn a_request_waits_for_a_lent_connection_and_gives_up_at_the_queue_timeout
     let (_socket, addr) = refusing();
     let (pool, _health) = pool(addr, 1, true);
     let start = Instant::now();
-    let first = pool.lend(start + Duration::from_secs(5)).await.unwrap();
+    let first = pool.lend(&mut Deadline::after(Duration::from_secs(5))).await.unwrap();
     // The second waits for the first's connection…
-    let deadline = start + Duration::from_secs(5);
-    let (second, ()) = tokio::join!(pool.lend(deadline), async {
+    let mut deadline = Deadline::after(Duration::from_secs(5));
+    let (second, ()) = tokio::join!(pool.lend(&mut deadline), async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(first);
     });
     assert!(second.is_ok(), "the second request got the connection the first gave back");
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     // …and, while it holds it, a third gives up at the deadline.
-    let third = pool.lend(deadline).await.unwrap_err();
+    let third = pool.lend(&mut deadline).await.unwrap_err();
     assert!(matches!(third, Unavailable::Busy { max: 1, .. }), "{third}");
     assert_eq!(start.elapsed(), Duration::from_secs(5));
 }
@@ -89,7 +89,7 @@ async fn a_request_waits_for_a_lent_connection_and_gives_up_at_the_queue_timeout
 async fn a_refused_connect_fails_at_once_while_the_app_is_down() {
     let (_socket, addr) = refusing();
     let (pool, _health) = pool(addr, 8, false);
-    let err = pool.checkout(Instant::now() + Duration::from_secs(5)).await.unwrap_err();
+    let err = pool.checkout(&mut Deadline::after(Duration::from_secs(5))).await.unwrap_err();
     assert!(matches!(err, Unavailable::Connect { attempts: 1, .. }), "{err}");
 }
 
@@ -97,7 +97,7 @@ async fn a_refused_connect_fails_at_once_while_the_app_is_down() {
 async fn a_refused_connect_is_retried_a_few_times_while_the_app_is_healthy() {
     let (_socket, addr) = refusing();
     let (pool, _health) = pool(addr, 8, true);
-    let err = pool.checkout(Instant::now() + Duration::from_secs(5)).await.unwrap_err();
+    let err = pool.checkout(&mut Deadline::after(Duration::from_secs(5))).await.unwrap_err();
     assert!(matches!(err, Unavailable::Connect { attempts, .. } if attempts == REFUSED_RETRIES + 1), "{err}");
     assert!(err.to_string().contains("after 4 attempts while the app's health check passed"), "{err}");
 }
