@@ -66,6 +66,12 @@ impl History {
     }
 }
 
+/// `ms` since the epoch as RFC 3339 with milliseconds (UTC).
+pub fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 fn weights(w: &BTreeMap<Symbol, u32>) -> String {
     if w.is_empty() {
         return "none".into();

@@ -15,11 +15,14 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod ctl;
+pub mod events;
+pub mod fleet;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod store;
 pub mod tls;
+pub mod traffic;
 pub mod zombies;
 
 use std::net::SocketAddr;
@@ -30,6 +33,9 @@ pub use config::{AdminArgs, Config, EXIT_CONFIG};
 
 /// Exit code when admin could not start (the port is in use, the registry is unusable).
 pub const EXIT_START: u8 = 1;
+
+/// How long a query to Prometheus may take.
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long open requests may take to finish once a shutdown signal arrives.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -47,6 +53,8 @@ pub enum StartError {
     Registry(#[from] berth_core::registry::RegistryError),
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot build an HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 /// `berth admin`: validates the configuration, serves until SIGTERM or SIGINT, and returns
@@ -84,20 +92,58 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(bind_err)?;
     let registry = berth_core::registry::open(&config.registry)?;
     let metrics = metrics::Metrics::new();
+    let store = store::Store::new(registry.clone(), metrics.clone());
+    let events = events::Events::new(metrics.clone());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    if let Some(secret) = &config.webhook_secret {
+        for url in &config.webhooks {
+            let (queue, deliveries) = tokio::sync::mpsc::channel(events::webhook::QUEUE);
+            events.add_webhook(queue);
+            let hook = events::webhook::Webhook::new(url.clone(), secret, metrics.clone())
+                .map_err(StartError::Client)?;
+            tokio::spawn(hook.run(deliveries));
+        }
+    }
+    let (latest, scans) = tokio::sync::watch::channel(std::sync::Arc::new(fleet::Scan::default()));
+    let traffic = traffic::Traffic::default();
+    let scanner = fleet::scan::Scanner {
+        registry: registry.clone(),
+        store: store.clone(),
+        client: fleet::sidecar::SidecarClient::new(config.probe_timeout).map_err(StartError::Client)?,
+        traffic: traffic.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        interval: config.scan_interval,
+        read_metrics: config.prometheus.is_none(),
+        latest,
+    };
+    tokio::spawn(scanner.run(stopping.clone()));
     let state = api::AppState {
-        store: store::Store::new(registry.clone(), metrics.clone()),
+        store,
         registry: registry.clone(),
         tokens: config.tokens.clone(),
         metrics,
         warmup: config.warmup,
         probe_timeout: config.probe_timeout,
+        fleet: fleet::Fleet::new(scans),
+        traffic,
+        prometheus: match config.prometheus.clone() {
+            Some(url) => Some(
+                traffic::prometheus::Prometheus::new(url, PROMETHEUS_TIMEOUT).map_err(StartError::Client)?,
+            ),
+            None => None,
+        },
+        events,
+        stopping,
     };
     let app = api::router(state).into_make_service();
     let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
+    tokio::spawn(shutdown_on_signal(handle.clone(), stop));
     tracing::info!(
         listen = %addr, tls = config.tls.is_some(), registry = %registry.describe(),
-        tokens = ?config.tokens, "berth admin listening"
+        tokens = ?config.tokens, webhooks = ?config.webhooks, scan_interval = ?config.scan_interval,
+        prometheus = ?config.prometheus.as_ref().map(reqwest::Url::as_str),
+        "berth admin listening"
     );
     let served = match config.tls {
         Some(tls) => {
@@ -111,9 +157,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// On SIGTERM or SIGINT, stops accepting and lets open requests finish.
-async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
+/// On SIGTERM or SIGINT, stops the scanner and the event streams, stops accepting and lets
+/// open requests finish.
+async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>, stop: tokio::sync::watch::Sender<bool>) {
     let signal = berth_core::shutdown::requested().await;
     tracing::info!(signal, "shutting down");
+    let _ = stop.send(true);
     handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
 }

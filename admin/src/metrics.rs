@@ -21,7 +21,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     /// `berth_admin_request_duration_seconds{route}`.
     duration: HistogramVec,
-    /// `berth_admin_policy_writes_total{outcome}`: `written`, `conflict` (412) or `invalid` (422).
+    /// `berth_admin_policy_writes_total{outcome}`: `written`, `unchanged` (nothing to write),
+    /// `conflict` (412) or `invalid` (422).
     policy_writes: IntCounterVec,
     /// `berth_admin_history_write_failures_total`: policies written whose history entry was not.
     history_failures: IntCounter,
@@ -29,6 +30,15 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     /// `berth_admin_zombie_instances{service}`: zombies found by the last check of a service.
     zombies: IntGaugeVec,
+    /// `berth_admin_webhook_deliveries_total{outcome}`: `delivered`, `failed` (an attempt) or
+    /// `dropped` (every attempt failed).
+    webhooks: IntCounterVec,
+    /// `berth_admin_events_total{type}`: events published.
+    events: IntCounterVec,
+    /// `berth_admin_scans_total`: scans of the registry and the sidecars.
+    scans: IntCounter,
+    /// `berth_admin_sidecars{answer}`: sidecars found by the last scan, by whether they answered.
+    sidecars: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -106,6 +116,37 @@ impl Metrics {
                     &["service"],
                 ),
             ),
+            webhooks: add(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "berth_admin_webhook_deliveries_total",
+                        "Webhook delivery attempts by outcome.",
+                    ),
+                    &["outcome"],
+                ),
+            ),
+            events: add(
+                r,
+                IntCounterVec::new(
+                    Opts::new("berth_admin_events_total", "Events published by type."),
+                    &["type"],
+                ),
+            ),
+            scans: add(
+                r,
+                IntCounter::new("berth_admin_scans_total", "Scans of the registry and the sidecars."),
+            ),
+            sidecars: add(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "berth_admin_sidecars",
+                        "Sidecars found by the last scan, by whether they answered.",
+                    ),
+                    &["answer"],
+                ),
+            ),
             registry,
         }
     }
@@ -132,6 +173,22 @@ impl Metrics {
 
     pub fn zombies(&self, service: &str, count: usize) {
         self.zombies.with_label_values(&[service]).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn webhook(&self, outcome: &str) {
+        self.webhooks.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn event(&self, kind: &str) {
+        self.events.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a scan and how many sidecars answered it.
+    pub fn scan(&self, answered: usize, silent: usize) {
+        self.scans.inc();
+        let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
+        self.sidecars.with_label_values(&["yes"]).set(n(answered));
+        self.sidecars.with_label_values(&["no"]).set(n(silent));
     }
 
     /// The Prometheus text exposition.

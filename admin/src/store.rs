@@ -6,7 +6,9 @@
 //! use — and writes it only if the stored content still has the MD5 it read. Of two writers
 //! that read the same version, one wins and the other gets 412 (or, when it gave no
 //! `If-Match`, its change is applied again to the winner's version). Then the history gets the
-//! new entry. Admin keeps nothing in memory, so any number of replicas can run.
+//! new entry. A change that changes nothing (the same document but for its version) writes
+//! nothing: controllers re-apply their state constantly, and the history must not fill with
+//! no-ops. Admin keeps nothing in memory, so any number of replicas can run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -110,6 +112,13 @@ pub struct Written {
     pub summary: String,
     /// Set when the policy was written but something after it failed (the history entry).
     pub warning: Option<String>,
+    /// `false` when the change changed nothing and no version was written.
+    pub changed: bool,
+}
+
+/// Whether two policies are the same document but for their versions.
+fn same_document(a: &Policy, b: &Policy) -> bool {
+    Policy { version: 0, ..a.clone() } == Policy { version: 0, ..b.clone() }
 }
 
 impl Store {
@@ -163,6 +172,20 @@ impl Store {
                 ));
             }
             let mut new = change(&current)?;
+            if let Ok(old) = &current.policy
+                && same_document(old, &new)
+            {
+                self.metrics.policy_write("unchanged");
+                tracing::debug!(
+                    service = c.service,
+                    version = current.version,
+                    author = c.author,
+                    action = c.action,
+                    "change changes nothing; not written"
+                );
+                let summary = format!("{}: no change", c.action);
+                return Ok(Written { policy: old.clone(), summary, warning: None, changed: false });
+            }
             new.version = current.version + 1;
             let content = serde_json::to_string_pretty(&new)
                 .map_err(|e| ApiError::unprocessable(format!("the policy cannot be serialized: {e}")))?;
@@ -191,7 +214,7 @@ impl Store {
             let warning = self.record(c, &policy.policy, &summary).await;
             self.metrics.policy_write("written");
             tracing::info!(service = c.service, version = policy.policy.version, author = c.author, %summary, "policy written");
-            return Ok(Written { policy: policy.policy, summary, warning });
+            return Ok(Written { policy: policy.policy, summary, warning, changed: true });
         }
         Err(ApiError::conflict("the policy kept changing under this change; try again"))
     }

@@ -56,6 +56,12 @@ impl Instance {
         self.metadata.get(metadata::WARMUP)?.parse().ok().map(std::time::Duration::from_millis)
     }
 
+    /// The sidecar's admin address (the registered IP and `berth.admin_port`), if it says.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let port: u16 = self.metadata.get(metadata::ADMIN_PORT)?.parse().ok()?;
+        (port != 0).then(|| SocketAddr::new(self.addr.ip(), port))
+    }
+
     /// Whether the instance speaks HTTP/2 with prior knowledge on its port.
     pub fn speaks_h2c(&self) -> bool {
         self.metadata.get(metadata::PROTOCOL).is_some_and(|p| p == "h2c")

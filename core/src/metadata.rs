@@ -18,6 +18,11 @@ pub const PROTOCOL: &str = "berth.protocol";
 /// after `berth.started_at`.
 pub const WARMUP: &str = "berth.warmup";
 
+/// The sidecar's admin port (`/state`, `/endpoints`, `/metrics`), on the registered IP. Admin
+/// asks it which policy version of each followed service the sidecar applied, and what traffic
+/// it sent; those routes are read-only and carry no secrets.
+pub const ADMIN_PORT: &str = "berth.admin_port";
+
 /// The response header that carries the read-only signal, and its value while draining
 /// (defined with the other header names).
 pub use crate::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};

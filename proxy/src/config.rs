@@ -15,11 +15,13 @@ use berth_core::registry::RegistryUrl;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 mod file;
+mod no_echo;
 
 pub use berth_core::check::{AppHealth, Check};
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
 pub use berth_core::options::EXIT_CONFIG;
 pub use berth_core::options::{duration, service_name};
+pub use no_echo::{NoEcho, password_of};
 
 /// `berth proxy`: the sidecar beside an app.
 #[derive(Debug, Clone, Args)]
@@ -74,7 +76,9 @@ pub struct ProxyArgs {
         help_heading = "Health",
         env = "BERTH_DEPENDENCY",
         value_name = "URL",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = NoEcho::<Check>::new()
     )]
     pub dependency: Vec<Check>,
 
@@ -145,7 +149,14 @@ pub struct ProxyArgs {
 
     /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
     /// or `dir:///path` (default: a directory under the user's data directory).
-    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_REGISTRY", value_name = "URL")]
+    #[arg(
+        long,
+        help_heading = "Listeners and registry",
+        env = "BERTH_REGISTRY",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = NoEcho::<RegistryUrl>::new()
+    )]
     pub registry: Option<RegistryUrl>,
 
     /// How long the app must stay healthy before it is registered.

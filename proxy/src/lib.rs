@@ -129,13 +129,14 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let listeners = Listeners::bind(&config).await?;
     let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     let inbound_addr = local(&listeners.inbound, config.inbound);
+    let admin_addr = local(&listeners.admin, config.admin);
     let advertise = match config.advertise.port() {
         0 => SocketAddr::new(config.advertise.ip(), inbound_addr.port()),
         _ => config.advertise,
     };
     let registry = berth_core::registry::open(&config.registry)?;
     tracing::info!(
-        inbound = %inbound_addr, admin = %local(&listeners.admin, config.admin),
+        inbound = %inbound_addr, admin = %admin_addr,
         outbound = %local(&listeners.outbound, config.outbound), advertise = %advertise, app = %config.app,
         service = %config.service, symbol = %config.symbol, registry = %registry.describe(),
         "berth proxy listening"
@@ -163,6 +164,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             config: config.clone(),
             registry,
             advertise,
+            admin_port: admin_addr.port(),
             metrics: metrics.clone(),
             drain: drain.clone(),
             health: health_rx.clone(),

@@ -68,6 +68,8 @@ pub struct Controller {
     pub config: Arc<Config>,
     pub registry: Arc<dyn Registry>,
     pub advertise: SocketAddr,
+    /// The port the admin listener is bound to, registered as `berth.admin_port`.
+    pub admin_port: u16,
     pub metrics: Metrics,
     pub drain: Arc<Drain>,
     pub health: watch::Receiver<Health>,
@@ -153,6 +155,7 @@ impl Controller {
             (metadata::VERSION.to_owned(), c.app_version.clone()),
             (metadata::PROTOCOL.to_owned(), "h2c".to_owned()),
             (metadata::WARMUP.to_owned(), c.timing.warmup.as_millis().to_string()),
+            (metadata::ADMIN_PORT.to_owned(), self.admin_port.to_string()),
         ]);
         instance
     }

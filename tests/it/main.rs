@@ -6,6 +6,7 @@
 
 mod admin;
 mod chart;
+mod cluster;
 mod config;
 mod consumer;
 mod ctl;
@@ -13,6 +14,9 @@ mod drain;
 mod drain_wire;
 mod faults_inbound;
 mod injector;
+mod kubelet;
+mod page;
+mod page_browser;
 mod provider;
 mod rollout;
 mod support;

@@ -7,6 +7,9 @@
 //! before the handler runs.
 
 mod error;
+mod instances;
+mod live;
+mod page;
 mod policy;
 mod services;
 
@@ -23,9 +26,14 @@ use http::{HeaderValue, Method, header};
 
 pub use self::error::ApiError;
 pub(crate) use self::error::json_body;
+use tokio::sync::watch;
+
 use crate::auth::Tokens;
+use crate::events::Events;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::traffic::Traffic;
 
 /// The largest request body accepted: a policy is a few kilobytes.
 const BODY_LIMIT: usize = 256 * 1024;
@@ -41,6 +49,15 @@ pub struct AppState {
     pub warmup: Duration,
     /// How long a zombie probe waits.
     pub probe_timeout: Duration,
+    /// The latest scan of the sidecars.
+    pub fleet: Fleet,
+    /// The sidecars' counters of the last minute.
+    pub traffic: Traffic,
+    /// Where traffic numbers come from instead, with `--prometheus`.
+    pub prometheus: Option<crate::traffic::prometheus::Prometheus>,
+    pub events: Events,
+    /// Turns `true` when admin shuts down: event streams end.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The router under construction and the table of its routes.
@@ -69,12 +86,17 @@ impl Routes {
 fn routes() -> Routes {
     let r = Routes { router: Router::new(), table: Vec::new() };
     let s = "/api/v1/services/{service}";
-    r.add(Method::GET, "/healthz", healthz)
+    r.add(Method::GET, "/", page::index)
+        .add(Method::GET, "/assets/{file}", page::asset)
+        .add(Method::GET, "/healthz", healthz)
         .add(Method::GET, "/metrics", metrics)
         .add(Method::GET, "/api/v1/openapi.json", openapi)
+        .add(Method::GET, "/api/v1/whoami", live::whoami)
+        .add(Method::GET, "/api/v1/events", live::events)
         .add(Method::GET, "/api/v1/services", services::list)
         .add(Method::GET, s, services::show)
         .add(Method::GET, "/api/v1/services/{service}/zombies", services::zombies)
+        .add(Method::GET, "/api/v1/services/{service}/traffic", live::traffic)
         .add(Method::GET, "/api/v1/services/{service}/policy", policy::get)
         .add(Method::PUT, "/api/v1/services/{service}/policy", policy::put)
         .add(Method::PUT, "/api/v1/services/{service}/weights", policy::weights)
@@ -82,6 +104,7 @@ fn routes() -> Routes {
         .add(Method::PUT, "/api/v1/services/{service}/symbols/{address}", policy::symbol)
         .add(Method::POST, "/api/v1/services/{service}/promote", policy::promote)
         .add(Method::POST, "/api/v1/services/{service}/rollback", policy::rollback)
+        .add(Method::POST, "/api/v1/services/{service}/symbols/{symbol}/retire", policy::retire)
         .add(Method::GET, "/api/v1/services/{service}/history", policy::history)
 }
 
@@ -100,6 +123,17 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+impl AppState {
+    /// `service`'s traffic over the last minute, from the sidecars or Prometheus.
+    pub async fn window(&self, service: &str, policy: &berth_core::policy::Policy) -> crate::traffic::Window {
+        let targets = crate::traffic::targets(policy);
+        match &self.prometheus {
+            Some(p) => p.window(service, &targets).await,
+            None => self.traffic.window(service, berth_core::now_millis(), &targets),
+        }
+    }
 }
 
 /// Counts and times every request by its route template (never the raw path).

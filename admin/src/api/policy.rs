@@ -20,6 +20,7 @@ use serde_json::json;
 use super::services::Target;
 use super::{ApiError, AppState, json_body};
 use crate::auth::{Reader, Writer};
+use crate::events::Event;
 use crate::store::{Change, Current, Written};
 
 /// The header that says whether a policy is stored or the default.
@@ -75,7 +76,12 @@ impl Edit {
             author: &self.caller.name,
             action,
         };
-        self.st.store.change(c, change).await
+        let w = self.st.store.change(c, change).await?;
+        if w.changed {
+            let e = Event::policy(c.service, w.policy.version, Some(c.author), Some(&w.summary));
+            self.st.events.publish(e);
+        }
+        Ok(w)
     }
 
     /// Applies an edit of the current policy.
@@ -90,16 +96,22 @@ impl Edit {
 
     /// The answer to a change: the new version in `ETag` and the body.
     fn answer(&self, w: Written) -> Response {
+        let version = w.policy.version;
+        ([(header::ETAG, etag(version))], Json(self.body(w))).into_response()
+    }
+
+    fn body(&self, w: Written) -> serde_json::Value {
         let mut body = json!({
             "service": self.target.service,
             "version": w.policy.version,
             "summary": w.summary,
+            "changed": w.changed,
             "policy": w.policy,
         });
         if let Some(warning) = w.warning {
             body["warning"] = json!(warning);
         }
-        ([(header::ETAG, etag(w.policy.version))], Json(body)).into_response()
+        body
     }
 }
 
@@ -177,7 +189,7 @@ pub async fn promote(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
     if w.warning.is_none()
         && let (Ok(instances), Ok(policy)) =
             (edit.st.registry.instances(service).await, w.policy.clone().compile())
-        && !instances.iter().any(|i| super::services::symbol_of(&policy, i).0 == symbol)
+        && !instances.iter().any(|i| super::instances::symbol_of(&policy, i).0 == symbol)
     {
         w.warning = Some(format!("no registered instance of {service} has symbol `{symbol}` now"));
     }
@@ -218,6 +230,53 @@ pub async fn rollback(edit: Edit, body: Bytes) -> Result<Response, ApiError> {
         })
         .await?;
     Ok(edit.answer(w))
+}
+
+/// `POST …/symbols/{symbol}/retire`: takes a symbol out of service — out of the weights (its
+/// share goes to the default symbol) and out of the rules; refused for the default symbol.
+/// The answer lists its instances still registered (`drained` once there are none); the
+/// event `symbol.drained` says when the last one has left.
+pub async fn retire(edit: Edit) -> Result<Response, ApiError> {
+    let raw = edit.target.symbol.clone().unwrap_or_default();
+    let symbol: Symbol =
+        raw.parse().map_err(|e| ApiError::bad_request(format!("`{raw}` is not a symbol: {e}")))?;
+    let w = edit
+        .apply(&format!("retire {symbol}"), |c| {
+            let mut p = c.editable()?;
+            if p.default == symbol {
+                return Err(ApiError::conflict(format!(
+                    "`{symbol}` is the default symbol and cannot be retired; promote another symbol first"
+                )));
+            }
+            if let Some(share) = p.weights.remove(&symbol) {
+                *p.weights.entry(p.default.clone()).or_default() += share;
+            }
+            // All to the default is what no weights say.
+            if p.weights.keys().all(|s| *s == p.default) {
+                p.weights.clear();
+            }
+            p.rules.retain(|r| r.symbol != symbol);
+            Ok(p)
+        })
+        .await?;
+    let service = &edit.target.service;
+    let policy =
+        w.policy.clone().compile().unwrap_or_else(|_| berth_core::policy::CompiledPolicy::fallback());
+    let remaining: Vec<String> = edit
+        .st
+        .registry
+        .instances(service)
+        .await?
+        .iter()
+        .filter(|i| super::instances::symbol_of(&policy, i).0 == symbol)
+        .map(|i| i.addr.to_string())
+        .collect();
+    let version = w.policy.version;
+    let mut body = edit.body(w);
+    body["retired"] = json!(symbol);
+    body["drained"] = json!(remaining.is_empty());
+    body["remaining"] = json!(remaining);
+    Ok(([(header::ETAG, etag(version))], Json(body)).into_response())
 }
 
 /// `GET …/history`: past versions, newest first, with author, time and what changed.

@@ -3,16 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
+use berth_core::Symbol;
 use berth_core::policy::CompiledPolicy;
-use berth_core::{Instance, Symbol};
 use futures_util::StreamExt;
 use http::request::Parts;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
@@ -24,12 +23,14 @@ use crate::store::Current;
 pub struct Target {
     pub service: String,
     pub address: Option<String>,
+    pub symbol: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct RawTarget {
     service: String,
     address: Option<String>,
+    symbol: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Target {
@@ -46,67 +47,12 @@ impl FromRequestParts<AppState> for Target {
                 berth_core::registry::SERVICE_NAME_RULE
             )));
         }
-        Ok(Target { service: raw.service, address: raw.address })
-    }
-}
-
-/// One instance as `GET /services/{service}` shows it.
-#[derive(Debug, Serialize)]
-pub struct InstanceView {
-    pub address: SocketAddr,
-    /// The symbol consumers see: the policy's override, else `berth.symbol`, else `stable`.
-    pub symbol: Symbol,
-    /// Whether the policy overrides the symbol the instance registered with.
-    pub overridden: bool,
-    /// `warming`, `serving`, `unhealthy`, `disabled` or `weightless`.
-    pub state: &'static str,
-    /// Seconds since it registered (`berth.started_at`), if it says.
-    pub age_seconds: Option<u64>,
-    pub weight: f64,
-    pub healthy: bool,
-    pub enabled: bool,
-    /// `berth.version`, if any.
-    pub version: Option<String>,
-}
-
-/// The symbol consumers see for `i` under `policy`, and whether it is overridden.
-pub(super) fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
-    match policy.override_for(i.addr) {
-        Some(s) => (s.clone(), true),
-        None => (i.symbol().unwrap_or_default(), false),
-    }
-}
-
-fn view(policy: &CompiledPolicy, i: &Instance, now_ms: u64, warmup: Duration) -> InstanceView {
-    let (symbol, overridden) = symbol_of(policy, i);
-    let age_ms = i.started_at().map(|t| now_ms.saturating_sub(t));
-    let warmup_ms = u64::try_from(i.warmup().unwrap_or(warmup).as_millis()).unwrap_or(u64::MAX);
-    let state = if !i.enabled {
-        "disabled"
-    } else if !i.healthy {
-        "unhealthy"
-    } else if i.weight <= 0.0 {
-        "weightless"
-    } else if age_ms.is_some_and(|a| a < warmup_ms) {
-        "warming"
-    } else {
-        "serving"
-    };
-    InstanceView {
-        address: i.addr,
-        symbol,
-        overridden,
-        state,
-        age_seconds: age_ms.map(|a| a / 1000),
-        weight: i.weight,
-        healthy: i.healthy,
-        enabled: i.enabled,
-        version: i.metadata.get(berth_core::metadata::VERSION).cloned(),
+        Ok(Target { service: raw.service, address: raw.address, symbol: raw.symbol })
     }
 }
 
 /// The compiled policy for symbol resolution; the fallback when the stored one is unusable.
-fn compiled(current: &Current) -> CompiledPolicy {
+pub(super) fn compiled(current: &Current) -> CompiledPolicy {
     current.policy.clone().ok().and_then(|p| p.compile().ok()).unwrap_or_else(CompiledPolicy::fallback)
 }
 
@@ -124,7 +70,7 @@ pub async fn list(State(st): State<AppState>, _: Reader) -> Result<Response, Api
                 let policy = compiled(&current);
                 let mut symbols: BTreeMap<Symbol, usize> = BTreeMap::new();
                 for i in &instances {
-                    *symbols.entry(symbol_of(&policy, i).0).or_default() += 1;
+                    *symbols.entry(super::instances::symbol_of(&policy, i).0).or_default() += 1;
                 }
                 Ok(json!({"name": name, "instances": instances.len(), "symbols": symbols, "policy_version": current.version}))
             }
@@ -150,12 +96,9 @@ pub async fn show(State(st): State<AppState>, _: Reader, t: Target) -> Result<Re
         )));
     }
     let policy = compiled(&current);
-    let now = berth_core::now_millis();
-    let mut symbols: BTreeMap<Symbol, Vec<InstanceView>> = BTreeMap::new();
-    for i in &instances {
-        let v = view(&policy, i, now, st.warmup);
-        symbols.entry(v.symbol.clone()).or_default().push(v);
-    }
+    let scan = st.fleet.latest();
+    let symbols = super::instances::by_symbol(&t.service, &policy, &instances, &scan, st.warmup);
+    let traffic = st.window(&t.service, &policy.policy).await;
     let mut body = json!({
         "service": t.service,
         "instances": instances.len(),
@@ -163,6 +106,8 @@ pub async fn show(State(st): State<AppState>, _: Reader, t: Target) -> Result<Re
         "version": current.version,
         "policy_source": current.source.as_str(),
         "policy": current.policy.as_ref().ok(),
+        "propagation": crate::fleet::propagation::of(&scan, &t.service, current.version),
+        "traffic": traffic,
     });
     if let Err(e) = &current.policy {
         body["policy_problems"] = json!(e.0);
@@ -178,10 +123,17 @@ pub async fn zombies(State(st): State<AppState>, _: Reader, t: Target) -> Result
     )?;
     let policy = compiled(&current);
     let targets: Vec<(SocketAddr, String)> =
-        instances.iter().map(|i| (i.addr, symbol_of(&policy, i).0.to_string())).collect();
+        instances.iter().map(|i| (i.addr, super::instances::symbol_of(&policy, i).0.to_string())).collect();
     let found = crate::zombies::find(targets, st.probe_timeout).await;
     if !instances.is_empty() {
         st.metrics.zombies(&t.service, found.len());
+    }
+    for z in &found {
+        let started =
+            instances.iter().find(|i| i.addr == z.address).and_then(|i| i.started_at()).unwrap_or(0);
+        let id = format!("zombie/{}/{}/{started}", t.service, z.address);
+        let data = json!({"instance": z.address, "symbol": z.symbol, "reason": z.reason});
+        st.events.publish(crate::events::Event::new("zombie.found", id, &t.service, data));
     }
     Ok(Json(json!({"service": t.service, "checked": instances.len(), "zombies": found})).into_response())
 }

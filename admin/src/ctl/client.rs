@@ -18,6 +18,8 @@ pub enum CtlError {
     Network { server: String, detail: String },
     /// The API answered with an error (exit 1).
     Api { status: u16, body: Value },
+    /// The change was written, but `--wait` ran out before it took effect (exit 1).
+    NotApplied { written: String, detail: String },
 }
 
 impl std::error::Error for CtlError {}
@@ -26,6 +28,7 @@ impl fmt::Display for CtlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CtlError::Usage(why) => f.write_str(why),
+            CtlError::NotApplied { detail, .. } => f.write_str(detail),
             CtlError::Network { server, detail } => {
                 write!(f, "cannot reach the admin API at {server}: {detail}")
             }

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod output;
+pub mod wait;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,7 +28,9 @@ pub const EXIT_USAGE: u8 = 64;
 
 /// `berth ctl`: the admin API's command-line client.
 #[derive(Debug, Clone, Args)]
-#[command(about = "Call the admin API: services, weights, rules, symbols, promote, roll back")]
+#[command(
+    about = "Call the admin API: services, weights, rules, symbols, promote, roll back, retire (--wait: until applied)"
+)]
 pub struct CtlArgs {
     /// The admin API's base URL.
     #[arg(
@@ -35,6 +38,7 @@ pub struct CtlArgs {
         env = "BERTH_SERVER",
         value_name = "URL",
         default_value = "http://127.0.0.1:15080",
+        hide_env_values = true,
         global = true
     )]
     pub server: String,
@@ -55,6 +59,12 @@ pub struct CtlArgs {
     /// refused if the policy has moved on since.
     #[arg(long, value_name = "VERSION", global = true)]
     pub if_version: Option<u64>,
+
+    /// For a change: return only once every consumer sidecar of the service routes by the new
+    /// policy version (for `retire`, also once the symbol's instances have left the registry);
+    /// exit 1 naming those that have not within TIMEOUT (`--wait` alone: 60s).
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true, default_missing_value = "60s", value_parser = crate::config::duration, global = true)]
+    pub wait: Option<Duration>,
 
     /// How long to wait for the server's answer.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::config::duration, global = true)]
@@ -109,6 +119,10 @@ pub enum CtlCommand {
         #[arg(long, value_name = "VERSION")]
         to: Option<u64>,
     },
+    /// Take SYMBOL out of service: out of the weights (its share goes to the default symbol) and
+    /// the rules. Refused for the default symbol. Says which of its instances are still
+    /// registered; with `--wait`, waits until none is.
+    Retire { service: String, symbol: Symbol },
     /// Past policy versions: who, when, what changed.
     History { service: String },
     /// Registered instances that refuse connections or fail health.
@@ -173,6 +187,11 @@ pub fn main(args: CtlArgs) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
+        Err(CtlError::NotApplied { written, detail }) => {
+            print!("{written}");
+            eprintln!("error: {detail}");
+            ExitCode::from(EXIT_FAILED)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(if matches!(e, CtlError::Usage(_)) { EXIT_USAGE } else { EXIT_FAILED })
@@ -184,7 +203,31 @@ pub fn main(args: CtlArgs) -> ExitCode {
 pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
     let client = Client::new(&args)?;
     let (format, command) = (args.output, args.command);
-    let answer = match &command {
+    let answer = call(&client, &command).await?;
+    let mut text = match format {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&answer).unwrap_or_default()),
+        Output::Table => output::render(&command, &answer),
+    };
+    if let (Some(timeout), Some(service)) = (args.wait, command.changes()) {
+        let retired = match &command {
+            CtlCommand::Retire { symbol, .. } => Some(symbol),
+            _ => None,
+        };
+        let version = answer["version"].as_u64().unwrap_or(0);
+        let goal = wait::Goal { service, version, retired };
+        match wait::until_applied(&client, goal, timeout).await {
+            // Scripts reading JSON get the API's answer alone.
+            Ok(done) if format == Output::Table => text += &done,
+            Ok(_) => {}
+            Err(detail) => return Err(CtlError::NotApplied { written: text, detail }),
+        }
+    }
+    Ok(text)
+}
+
+/// The one API call of a command, and its answer.
+async fn call(client: &Client, command: &CtlCommand) -> Result<Value, CtlError> {
+    Ok(match command {
         CtlCommand::Services => client.get("/api/v1/services").await?,
         CtlCommand::Show { service } => client.get(&service_path(service, "")).await?,
         CtlCommand::Policy { service, file: None } => client.get(&service_path(service, "/policy")).await?,
@@ -223,13 +266,29 @@ pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
             let body = to.map_or_else(|| json!({}), |v| json!({ "version": v }));
             client.post(&service_path(service, "/rollback"), body).await?
         }
+        CtlCommand::Retire { service, symbol } => {
+            let path = service_path(service, &format!("/symbols/{}/retire", client::encode(symbol.as_str())));
+            client.post(&path, json!({})).await?
+        }
         CtlCommand::History { service } => client.get(&service_path(service, "/history")).await?,
         CtlCommand::Zombies { service } => client.get(&service_path(service, "/zombies")).await?,
-    };
-    Ok(match format {
-        Output::Json => format!("{}\n", serde_json::to_string_pretty(&answer).unwrap_or_default()),
-        Output::Table => output::render(&command, &answer),
     })
+}
+
+impl CtlCommand {
+    /// The service a change command changes; `None` for reads.
+    fn changes(&self) -> Option<&str> {
+        match self {
+            CtlCommand::Policy { service, file: Some(_) }
+            | CtlCommand::Weights { service, .. }
+            | CtlCommand::Rules { service, .. }
+            | CtlCommand::Symbol { service, .. }
+            | CtlCommand::Promote { service, .. }
+            | CtlCommand::Rollback { service, .. }
+            | CtlCommand::Retire { service, .. } => Some(service),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,59 @@ fn policy_lines(p: &Value) -> String {
     out
 }
 
+/// Whether the consumers route by the current version, and which do not.
+fn propagation(p: &Value) -> String {
+    let Some(consumers) = p["consumers"].as_u64() else { return String::new() };
+    if consumers == 0 {
+        return "no consumer sidecar follows it\n".into();
+    }
+    let mut out = format!(
+        "version {} applied by {} of {consumers} consumer sidecar(s)\n",
+        s(&p["version"]),
+        s(&p["applied"])
+    );
+    for l in p["lagging"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  lagging: {} {} ({})", s(&l["service"]), s(&l["instance"]), s(&l["reason"]));
+    }
+    out
+}
+
+/// `0.953` as `95.3%`; `-` when absent.
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |f| format!("{:.1}%", f * 100.0))
+}
+
+fn ms(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |f| format!("{f:.1}ms"))
+}
+
+/// The traffic per symbol over the last minute, when there was any.
+fn traffic(t: &Value) -> String {
+    let rows: Vec<Vec<String>> = t["symbols"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(symbol, x)| {
+            let rps = x["rps"].as_f64().map_or_else(|| "-".into(), |r| format!("{r:.1}"));
+            vec![
+                symbol.clone(),
+                percent(&x["target_share"]),
+                percent(&x["observed_share"]),
+                rps,
+                percent(&x["success_rate"]),
+                ms(&x["p50_ms"]),
+                ms(&x["p99_ms"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() || t["seconds"].as_f64().unwrap_or(0.0) <= 0.0 {
+        return String::new();
+    }
+    let secs = t["seconds"].as_f64().unwrap_or(0.0);
+    format!("\ntraffic over the last {secs:.0}s (from the consumers' sidecars):\n")
+        + &table(&["SYMBOL", "TARGET", "OBSERVED", "RPS", "SUCCESS", "P50", "P99"], &rows)
+}
+
 /// The table form of a command's answer.
 pub fn render(command: &CtlCommand, v: &Value) -> String {
     match command {
@@ -116,14 +169,20 @@ pub fn render(command: &CtlCommand, v: &Value) -> String {
                 true => out += &policy_lines(&v["policy"]),
                 false => out += "the stored policy is invalid; sidecars keep their last good one\n",
             }
+            out += &propagation(&v["propagation"]);
+            out += &traffic(&v["traffic"]);
             let mut rows = Vec::new();
             for (symbol, instances) in v["symbols"].as_object().into_iter().flatten() {
                 for i in instances.as_array().into_iter().flatten() {
                     let mark = if i["overridden"].as_bool() == Some(true) { " (override)" } else { "" };
+                    let state = match i["warmup_progress"].as_f64() {
+                        Some(p) => format!("{} {:.0}%", s(&i["state"]), p * 100.0),
+                        None => s(&i["state"]),
+                    };
                     rows.push(vec![
                         format!("{symbol}{mark}"),
                         s(&i["address"]),
-                        s(&i["state"]),
+                        state,
                         age(&i["age_seconds"]),
                         s(&i["weight"]),
                         s(&i["version"]),
@@ -163,10 +222,32 @@ pub fn render(command: &CtlCommand, v: &Value) -> String {
         }
         // Every change answers the same way.
         _ => {
-            let mut out =
-                format!("{} is at version {}: {}\n", s(&v["service"]), s(&v["version"]), s(&v["summary"]));
+            let unchanged = if v["changed"] == Value::Bool(false) { " (nothing written)" } else { "" };
+            let mut out = format!(
+                "{} is at version {}: {}{unchanged}\n",
+                s(&v["service"]),
+                s(&v["version"]),
+                s(&v["summary"])
+            );
             if let Some(w) = v["warning"].as_str() {
                 let _ = writeln!(out, "warning: {w}");
+            }
+            if let Some(left) = v["remaining"].as_array() {
+                let symbol = s(&v["retired"]);
+                match left.is_empty() {
+                    true => {
+                        let _ = writeln!(out, "no instance of {symbol} is registered");
+                    }
+                    false => {
+                        let list: Vec<String> = left.iter().map(s).collect();
+                        let _ = writeln!(
+                            out,
+                            "{} instance(s) of {symbol} still registered: {}",
+                            left.len(),
+                            list.join(", ")
+                        );
+                    }
+                }
             }
             out
         }

@@ -30,9 +30,10 @@ async fn two_replicas_racing_on_one_version_one_wins_by_the_conditional_write() 
     a.change(change(None), weights(100, 0)).await.unwrap();
     for round in 0..20 {
         let v = a.read("users").await.unwrap().version;
+        // Splits no round had before: a change that changes nothing would write nothing.
         let (x, y) = tokio::join!(
-            a.change(change(Some(v)), weights(90, 10)),
-            b.change(change(Some(v)), weights(80, 20))
+            a.change(change(Some(v)), weights(round + 1, 99 - round)),
+            b.change(change(Some(v)), weights(round + 50, 50 - round))
         );
         let lost = match (x, y) {
             (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
@@ -89,4 +90,22 @@ async fn an_invalid_change_writes_nothing() {
     assert_eq!(err.problems[0].path, "weights");
     assert_eq!(store.read("users").await.unwrap().source, Source::Default);
     assert!(store.history("users").await.unwrap().entries.is_empty());
+}
+
+#[tokio::test]
+async fn a_change_that_changes_nothing_writes_no_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(registry(&dir), Metrics::new());
+    let none = store.change(change(None), |c| c.editable()).await.unwrap();
+    assert!(!none.changed && none.policy.version == 0, "the default policy again: {none:?}");
+    assert_eq!(store.read("users").await.unwrap().source, Source::Default, "nothing stored");
+    let first = store.change(change(None), weights(90, 10)).await.unwrap();
+    assert!(first.changed && first.policy.version == 1);
+    let again = store.change(change(Some(1)), weights(90, 10)).await.unwrap();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!((again.policy.version, again.summary.as_str()), (1, "set weights: no change"));
+    assert_eq!(store.read("users").await.unwrap().version, 1);
+    assert_eq!(store.history("users").await.unwrap().entries.len(), 1);
+    let stale = store.change(change(Some(0)), weights(90, 10)).await.unwrap_err();
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "If-Match is checked first");
 }

@@ -1,0 +1,166 @@
+//! A service's instances as people want to see them: grouped by the symbol consumers see, each
+//! in its lifecycle state — from the registry (warming with its ramp, serving, unhealthy…),
+//! corrected by what the consumer sidecars see (draining, ejected), plus the instances that
+//! left the registry but whose sidecars still run (draining, or starting again after their
+//! app turned unhealthy). Instances that never registered are not known to admin.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_core::policy::CompiledPolicy;
+use berth_core::{Instance, Symbol};
+use serde::Serialize;
+
+use crate::fleet::{Scan, Sidecar};
+
+/// One instance as `GET /services/{service}` shows it.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    pub address: SocketAddr,
+    /// The symbol consumers see: the policy's override, else `berth.symbol`, else `stable`.
+    pub symbol: Symbol,
+    /// Whether the policy overrides the symbol the instance registered with.
+    pub overridden: bool,
+    /// `warming`, `serving`, `draining`, `ejected`, `unhealthy`, `disabled`, `weightless`; for
+    /// an instance that left the registry: `deregistered` (not asked since), `draining`, or —
+    /// its app turned unhealthy — `starting` or `registering`.
+    pub state: &'static str,
+    /// Whether the registry lists it (a draining instance has left the registry).
+    pub registered: bool,
+    /// While warming: how far its share has ramped up, 0 to 1 (age over its warm-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_progress: Option<f64>,
+    /// How many consumer sidecars see it in each state (`serving`, `ejected`…).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen_by_consumers: BTreeMap<String, usize>,
+    /// Seconds since it registered (`berth.started_at`), if it says.
+    pub age_seconds: Option<u64>,
+    pub weight: f64,
+    pub healthy: bool,
+    pub enabled: bool,
+    /// `berth.version`, if any.
+    pub version: Option<String>,
+}
+
+/// The symbol consumers see for `i` under `policy`, and whether it is overridden.
+pub fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
+    match policy.override_for(i.addr) {
+        Some(s) => (s.clone(), true),
+        None => (i.symbol().unwrap_or_default(), false),
+    }
+}
+
+/// The state from the registry's flags and the warm-up, then from consumers' views.
+fn state(i: &Instance, warming: bool, seen: &BTreeMap<String, usize>) -> &'static str {
+    let seen = |s: &str| seen.get(s).copied().unwrap_or(0) > 0;
+    if !i.enabled {
+        "disabled"
+    } else if !i.healthy {
+        "unhealthy"
+    } else if i.weight <= 0.0 {
+        "weightless"
+    } else if seen("draining") {
+        "draining"
+    } else if seen("ejected") {
+        "ejected"
+    } else if warming {
+        "warming"
+    } else {
+        "serving"
+    }
+}
+
+fn view(
+    policy: &CompiledPolicy,
+    i: &Instance,
+    now_ms: u64,
+    warmup: Duration,
+    seen: BTreeMap<String, usize>,
+) -> InstanceView {
+    let (symbol, overridden) = symbol_of(policy, i);
+    let age_ms = i.started_at().map(|t| now_ms.saturating_sub(t));
+    let warmup_ms = u64::try_from(i.warmup().unwrap_or(warmup).as_millis()).unwrap_or(u64::MAX);
+    let warming = age_ms.is_some_and(|a| a < warmup_ms);
+    let state = state(i, warming, &seen);
+    InstanceView {
+        address: i.addr,
+        symbol,
+        overridden,
+        state,
+        registered: true,
+        warmup_progress: (state == "warming").then(|| age_ms.unwrap_or(0) as f64 / warmup_ms.max(1) as f64),
+        seen_by_consumers: seen,
+        age_seconds: age_ms.map(|a| a / 1000),
+        weight: i.weight,
+        healthy: i.healthy,
+        enabled: i.enabled,
+        version: i.metadata.get(berth_core::metadata::VERSION).cloned(),
+    }
+}
+
+/// Every instance of `service` by symbol: the registered ones, then those whose sidecars run
+/// on after they left the registry.
+pub fn by_symbol(
+    service: &str,
+    policy: &CompiledPolicy,
+    instances: &[Instance],
+    scan: &Scan,
+    warmup: Duration,
+) -> BTreeMap<Symbol, Vec<InstanceView>> {
+    let now = berth_core::now_millis();
+    let mut seen: BTreeMap<SocketAddr, BTreeMap<String, usize>> = BTreeMap::new();
+    for (addr, states) in scan.seen_states(service) {
+        for s in states {
+            *seen.entry(addr).or_default().entry(s.to_owned()).or_default() += 1;
+        }
+    }
+    let mut symbols: BTreeMap<Symbol, Vec<InstanceView>> = BTreeMap::new();
+    for i in instances {
+        let v = view(policy, i, now, warmup, seen.remove(&i.addr).unwrap_or_default());
+        symbols.entry(v.symbol.clone()).or_default().push(v);
+    }
+    for (sidecar, state) in departed(scan) {
+        if sidecar.service != service || instances.iter().any(|i| i.addr == sidecar.instance) {
+            continue;
+        }
+        let symbol = policy.override_for(sidecar.instance).cloned().unwrap_or_else(|| sidecar.symbol.clone());
+        let v = InstanceView {
+            address: sidecar.instance,
+            overridden: symbol != sidecar.symbol,
+            symbol,
+            state,
+            registered: false,
+            warmup_progress: None,
+            seen_by_consumers: seen.remove(&sidecar.instance).unwrap_or_default(),
+            age_seconds: sidecar.started_at.map(|t| now.saturating_sub(t) / 1000),
+            weight: 0.0,
+            healthy: false,
+            enabled: true,
+            version: None,
+        };
+        symbols.entry(v.symbol.clone()).or_default().push(v);
+    }
+    symbols
+}
+
+/// Sidecars that left the registry and still run, with the state to show: deregistered to
+/// drain, or because their app turned unhealthy (they wait to register again); and those the
+/// last scan found registered — their drain has just begun, the next scan asks them.
+fn departed(scan: &Scan) -> impl Iterator<Item = (&Sidecar, &'static str)> {
+    let followed = scan.departed.iter().filter_map(|d| {
+        let state = match d.lifecycle.as_str() {
+            "draining" => "draining",
+            "starting" => "starting",
+            "registering" => "registering",
+            _ => return None,
+        };
+        Some((&d.sidecar, state))
+    });
+    let just_left = scan
+        .sidecars
+        .iter()
+        .map(|s| (&s.sidecar, "deregistered"))
+        .filter(|(s, _)| !scan.departed.iter().any(|d| d.sidecar.instance == s.instance));
+    followed.chain(just_left)
+}
