@@ -173,12 +173,12 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         .run(),
     );
     let app = inbound::AppPool::new(config.app, config.app_protocol, config.app_pool, health_rx);
-    let inbound = inbound::Inbound {
-        forward: inbound::Forward::new(Arc::new(app)),
-        drain: drain.clone(),
-        metrics: metrics.clone(),
-        signal: config.lifecycle,
-    };
+    let inbound = inbound::Inbound::new(
+        inbound::Forward::new(Arc::new(app)),
+        drain.clone(),
+        &metrics,
+        config.lifecycle,
+    );
     let inbound_task = tokio::spawn(inbound::serve(listeners.inbound, Arc::new(inbound)));
     let admin = Arc::new(admin::Admin {
         service: config.service.clone(),

@@ -23,6 +23,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -32,7 +33,7 @@ use self::signal::Signal;
 use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
 use crate::serve::{self, Connection, Connections, Open, Stopped};
-use crate::track::Track;
+use crate::track::Tracking;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,11 +41,25 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every inbound connection shares.
 #[derive(Debug)]
 pub struct Inbound {
-    pub forward: Forward,
-    pub drain: Arc<Drain>,
-    pub metrics: Metrics,
+    forward: Forward,
+    drain: Arc<Drain>,
     /// Whether responses carry the read-only signal (not with `--no-lifecycle`).
-    pub signal: bool,
+    signal: bool,
+    tracking: Tracking,
+    connections_open: IntGauge,
+}
+
+impl Inbound {
+    /// The inbound side, its metric handles looked up once for every connection.
+    pub fn new(forward: Forward, drain: Arc<Drain>, metrics: &Metrics, signal: bool) -> Self {
+        Inbound {
+            forward,
+            tracking: Tracking::new("inbound", metrics, Some(drain.clone())),
+            connections_open: metrics.connections.with_label_values(&["inbound"]),
+            drain,
+            signal,
+        }
+    }
 }
 
 /// How long connections may take to finish once the drain is done (they are idle then, unless
@@ -85,20 +100,11 @@ async fn close_on_phases(mut phase: watch::Receiver<Phase>, connections: Arc<Con
 }
 
 async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, this: Arc<Connection>) {
-    let _open = Open::new(inbound.metrics.connections.with_label_values(&["inbound"]));
+    let _open = Open::new(inbound.connections_open.clone());
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
-    let stack = Signal::new(
-        Track::new(
-            inbound.forward.for_peer(peer),
-            "inbound",
-            inbound.metrics.clone(),
-            Some(inbound.drain.clone()),
-        ),
-        inbound.drain.clone(),
-        this.clone(),
-        inbound.signal,
-    );
+    let track = inbound.tracking.wrap(inbound.forward.for_peer(peer));
+    let stack = Signal::new(track, inbound.drain.clone(), this.clone(), inbound.signal);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());

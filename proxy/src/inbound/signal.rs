@@ -5,11 +5,12 @@
 //! this response (on HTTP/2 that is a graceful GOAWAY).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use berth_core::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};
-use futures_util::future::BoxFuture;
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Version};
 
@@ -37,11 +38,10 @@ impl<S> Signal<S> {
 impl<S, B> tower::Service<Request<B>> for Signal<S>
 where
     S: tower::Service<Request<B>, Response = HttpResponse, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+    type Future = Signalled<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -51,21 +51,49 @@ where
         let h2 = req.version() == Version::HTTP_2;
         // What the drain's phases close the connection by (see `inbound::close_on_phases`).
         self.conn.request(h2);
-        let (drain, conn, enabled) = (self.drain.clone(), self.conn.clone(), self.enabled);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            // Decided when the response leaves, so a request in flight when the drain starts
-            // carries the signal too.
-            if enabled && drain.is_draining() {
-                let headers = resp.headers_mut();
-                headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
-                if !h2 {
-                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                conn.close();
+        let mark = self.enabled.then(|| Mark { drain: self.drain.clone(), conn: self.conn.clone(), h2 });
+        Signalled { inner: self.inner.call(req), mark }
+    }
+}
+
+/// What marking one response takes.
+#[derive(Debug)]
+struct Mark {
+    drain: Arc<Drain>,
+    conn: Arc<Connection>,
+    h2: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way out; marked if the drain has started by the time it leaves.
+    pub struct Signalled<F> {
+        #[pin]
+        inner: F,
+        mark: Option<Mark>,
+    }
+}
+
+impl<F> Future for Signalled<F>
+where
+    F: Future<Output = Result<HttpResponse, Infallible>>,
+{
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        // Decided when the response leaves, so a request in flight when the drain starts
+        // carries the signal too.
+        if let Some(mark) = this.mark.take()
+            && mark.drain.is_draining()
+        {
+            let headers = resp.headers_mut();
+            headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
+            if !mark.h2 {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok(resp)
-        })
+            mark.conn.close();
+        }
+        Poll::Ready(Ok(resp))
     }
 }

@@ -122,22 +122,28 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    // The metric handles, looked up once for every connection.
+    let tracking = crate::track::Tracking::new("outbound", &metrics, None);
+    let open = metrics.connections.with_label_values(&["outbound"]);
     crate::serve::serve("outbound", listener, stop, STOP_GRACE, Arc::default(), move |stream, _, this| {
-        connection(stream, handler.clone(), metrics.clone(), this)
+        connection(stream, tracking.wrap(handler.clone()), open.clone(), this)
     })
     .await
 }
 
-async fn connection<S>(stream: TcpStream, handler: S, metrics: Metrics, this: Arc<crate::serve::Connection>)
-where
+async fn connection<S>(
+    stream: TcpStream,
+    stack: Track<S>,
+    open: prometheus::IntGauge,
+    this: Arc<crate::serve::Connection>,
+) where
     S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = std::convert::Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let _open = crate::serve::Open::new(metrics.connections.with_label_values(&["outbound"]));
-    let stack = Track::new(handler, "outbound", metrics, None);
+    let _open = crate::serve::Open::new(open);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
