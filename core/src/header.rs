@@ -16,3 +16,9 @@ pub const RETRYABLE: &str = "x-berth-retryable";
 pub const DRAIN_TOKEN: &str = "x-berth-drain-token";
 /// On the admin API's policy answers: whether the policy is stored or the default.
 pub const POLICY_SOURCE: &str = "x-berth-policy-source";
+/// On `berth admin`'s event webhook deliveries: the event's kind (`deregistered`, …).
+pub const EVENT: &str = "x-berth-event";
+/// On event webhook deliveries: the event's id, the same on every attempt to deliver it.
+pub const DELIVERY: &str = "x-berth-delivery";
+/// On event webhook deliveries: `sha256=` and the HMAC of the body under the webhook's secret.
+pub const SIGNATURE: &str = "x-berth-signature-256";

@@ -22,3 +22,4 @@ mod provider;
 mod rollout;
 mod support;
 mod version;
+mod vocabulary;
