@@ -10,6 +10,9 @@
 //! - **Drain.** On SIGTERM or `POST /drain`, [`drain`] deregisters at once, keeps accepting for
 //!   drain-min while every response carries the read-only signal, then ends once quiet.
 //! - **Admin.** [`admin`] serves probes, [`metrics`], state and the drain trigger.
+//! - **Consumers without a sidecar.** The lifecycle controller keeps the instance's Nacos
+//!   weight at its share under the traffic policy ([`weight`]), and the drain counts the
+//!   requests of peers that kept coming after the read-only signal.
 //!
 //! [`run`] wires them together; [`main`] is `berth proxy`.
 
@@ -26,6 +29,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod track;
 pub mod upgrade;
+pub mod weight;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -122,6 +126,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let config = Arc::new(config);
     let metrics = metrics::Metrics::new();
     let drain = Arc::new(Drain::default());
+    drain.heed().count_into(metrics.drain_signal_ignored.clone());
     let (health_tx, health_rx) = watch::channel(health::Health::default());
     let (state_tx, state_rx) = lifecycle::channel();
     let (admin_stop, admin_stop_rx) = watch::channel(false);
@@ -137,6 +142,14 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             tracing::warn!(error = %e, "cannot follow a --services entry");
         }
     }
+    let weights = weight::Keeper {
+        // The instances and policy its weight follows, as outbound follows any service.
+        service: config.nacos_weight.follow_policy.then(|| discovery.own(&config.service)),
+        scale: config.nacos_weight.scale,
+        me: advertise,
+        symbol: config.symbol.clone(),
+        warmup: config.timing.warmup,
+    };
     let outbound = Arc::new(outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings));
     tokio::spawn(outbound::serve(outbound_listener, outbound.clone()));
     let controller = tokio::spawn(
@@ -149,6 +162,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             drain: drain.clone(),
             health: health_rx,
             state: state_tx,
+            weights,
         }
         .run(),
     );

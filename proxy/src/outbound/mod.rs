@@ -486,6 +486,7 @@ impl Outbound {
                         "ewma_ms": e.endpoint.ewma_micros() as f64 / 1000.0,
                         "weight": e.weight,
                         "effective_weight": snapshot.effective_weight(e, now, warmup),
+                        "nacos_weight": e.nacos_weight,
                         "protocol": if e.endpoint.h2 { "h2c" } else { "http1" },
                     })
                 })
