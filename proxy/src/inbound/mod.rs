@@ -72,7 +72,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) 
     let _ = stream.set_nodelay(true);
     let open = inbound.metrics.connections.with_label_values(&["inbound"]);
     open.inc();
-    let control = Arc::new(ConnectionControl::default());
+    let control = Arc::new(ConnectionControl { peer: Some(peer.ip()), ..ConnectionControl::default() });
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
     let stack = Signal::new(

@@ -5,6 +5,7 @@
 //! this response (on HTTP/2 that is a graceful GOAWAY).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -25,6 +26,8 @@ pub struct ConnectionControl {
     pub h2: AtomicBool,
     /// Notified when a response carried the signal: close after it.
     pub close: Notify,
+    /// The peer, for the drain's count of who ignores the signal.
+    pub peer: Option<IpAddr>,
 }
 
 /// Marks responses while draining.
@@ -63,6 +66,9 @@ where
             self.conn.h2.store(true, Ordering::Relaxed);
         }
         let (drain, conn, enabled) = (self.drain.clone(), self.conn.clone(), self.enabled);
+        if let Some(peer) = conn.peer.filter(|_| enabled && drain.is_draining()) {
+            drain.heed().arrived(peer);
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
@@ -73,6 +79,9 @@ where
                 headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
                 if !h2 {
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                if let Some(peer) = conn.peer {
+                    drain.heed().signalled(peer);
                 }
                 conn.close.notify_one();
             }
