@@ -11,6 +11,7 @@ mod consumer;
 mod ctl;
 mod drain;
 mod injector;
+mod mixed;
 mod page;
 mod page_browser;
 mod provider;
