@@ -6,6 +6,7 @@
 //! on a laptop or in the demo. The sidecar registers through it, consumers watch it, and admin
 //! reads and writes traffic policies through it.
 
+pub mod consumers;
 pub mod instance;
 pub mod lifecycle;
 pub mod metadata;

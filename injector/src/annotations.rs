@@ -39,9 +39,12 @@ pub const DRAIN_QUIET: &str = "berth.io/drain-quiet";
 pub const DRAIN_TIMEOUT: &str = "berth.io/drain-timeout";
 /// `true` or `false`: set `HTTP_PROXY`/`NO_PROXY` in the app's containers.
 pub const HTTP_PROXY: &str = "berth.io/http-proxy";
+/// Who calls the service: a preset of drain timings long enough for them (`berth`,
+/// `spring-cloud`), under the pod's own drain annotations.
+pub const CONSUMERS: &str = "berth.io/consumers";
 
 /// Every annotation a pod may set, for messages and docs.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     INJECT,
     SERVICE,
     SYMBOL,
@@ -54,6 +57,7 @@ pub const ALL: [&str; 12] = [
     DRAIN_QUIET,
     DRAIN_TIMEOUT,
     HTTP_PROXY,
+    CONSUMERS,
 ];
 
 /// A pod's annotation the sidecar could not work with.
@@ -158,7 +162,14 @@ impl PodSettings {
             Some((k, v)) => return Err(bad(k, v, "`true` or `false`".into())),
             None => config.defaults.http_proxy,
         };
-        let d = &config.defaults;
+        // A consumers preset raises the defaults' drain to cover those consumers' caches;
+        // the pod's own drain annotations still win.
+        let mut d = config.defaults.clone();
+        if let Some((k, v)) = get(CONSUMERS) {
+            let preset = v.parse::<berth_core::consumers::Consumers>().map_err(|e| bad(k, v, e))?;
+            d.drain_min = d.drain_min.max(preset.drain_min());
+            d.drain_timeout = d.drain_timeout.max(preset.drain_timeout());
+        }
         let settings = PodSettings {
             service,
             symbol,
