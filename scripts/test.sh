@@ -12,5 +12,8 @@ done
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "==> tests"
 cargo nextest run --workspace --locked --profile ci "$@"

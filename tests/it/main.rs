@@ -6,11 +6,13 @@
 
 mod admin;
 mod chart;
+mod cluster;
 mod config;
 mod consumer;
 mod ctl;
 mod drain;
 mod injector;
+mod kubelet;
 mod mixed;
 mod page;
 mod page_browser;
