@@ -26,7 +26,7 @@ fn python() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    let p = cache.join("berth/tools/nacos-sdk-python-3.2.0/bin/python");
+    let p = cache.join("berth/tools/nacos-sdk-python/bin/python");
     assert!(
         p.exists(),
         "nacos-sdk-python is not installed: run scripts/test.sh, which installs it (scripts/deps/45-nacos-sdk-python.sh)"
