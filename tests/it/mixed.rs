@@ -198,6 +198,18 @@ async fn a_client_without_a_sidecar_splits_by_weights_promote_and_rollback_and_b
     .await;
     let c = canary_seen().await;
     assert_eq!((c["weight"].as_f64(), c["effective_weight"].as_f64()), (Some(1.0), Some(1.0)), "{c}");
+    // So does `berth ctl show`: WEIGHT for berth's consumers, NACOS for clients without one.
+    let row = || {
+        let show = admin.ctl(Some(ALICE), &["show", "users"]);
+        let row =
+            show.stdout.lines().find(|l| l.contains(&c1.sidecar.inbound.to_string())).map(str::to_owned);
+        (show.stdout.contains("WEIGHT  NACOS"), row.unwrap_or_default())
+    };
+    eventually(T, "ctl show has the canary's Nacos weight", || async {
+        let (header, row) = row();
+        header && row.contains(" 1.00 ") && row.contains(" 0.30 ")
+    })
+    .await;
 }
 
 #[tokio::test]

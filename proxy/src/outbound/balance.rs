@@ -26,7 +26,7 @@ use berth_core::{Instance, Symbol};
 use crate::endpoint::Endpoint;
 
 /// The lowest share a warming instance gets, relative to a warm one.
-pub const MIN_WARMUP_FACTOR: f64 = 0.05;
+pub use berth_core::instance::MIN_WARMUP_FACTOR;
 /// Draws per weighted pick before [`sampled`] gives the choice to the exact path.
 const SAMPLE_DRAWS: usize = 16;
 
