@@ -37,8 +37,22 @@ pub struct Proc {
 impl Proc {
     /// Starts `berth ARGS…` (this executable) with output captured.
     pub fn berth(name: &str, args: &[String]) -> Result<Proc, FleetError> {
+        Proc::berth_in(name, args, None)
+    }
+
+    /// The same, for a program that talks to `registry`: the URL goes in `BERTH_REGISTRY`, not
+    /// on the command line, where anyone on the host could read a password in it (`ps`).
+    pub fn berth_with_registry(name: &str, args: &[String], registry: &str) -> Result<Proc, FleetError> {
+        Proc::berth_in(name, args, Some(registry))
+    }
+
+    fn berth_in(name: &str, args: &[String], registry: Option<&str>) -> Result<Proc, FleetError> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth"));
         let mut cmd = Command::new(exe);
+        match registry {
+            Some(url) => cmd.env("BERTH_REGISTRY", url),
+            None => cmd.env_remove("BERTH_REGISTRY"),
+        };
         cmd.args(args)
             .env("BERTH_LOG", "info,nacos_sdk=off")
             .stdin(Stdio::null())

@@ -164,17 +164,16 @@ pub async fn run(args: DemoArgs, scratch: PathBuf) -> Result<Summary, FleetError
             shown(&registry)
         ),
     );
-    let admin = Proc::berth(
+    let admin = Proc::berth_with_registry(
         "berth admin",
         &[
             "admin".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
-            "--registry".into(),
-            registry.clone(),
             "--token-file".into(),
             token_file.display().to_string(),
         ],
+        &registry,
     )?;
     let line = admin.wait_line("berth admin listening", Duration::from_secs(15)).await?;
     let admin_api =
@@ -308,7 +307,7 @@ impl Demo {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        args.extend(["--app-port".into(), app_port.to_string(), "--registry".into(), self.registry.clone()]);
+        args.extend(["--app-port".into(), app_port.to_string()]);
         if self.args.no_lifecycle {
             args.push("--no-lifecycle".into());
         }
@@ -334,7 +333,11 @@ impl Demo {
         )?;
         // The app holds its port from the start (refusing connections while it starts up).
         let port = app_port(&app).await?;
-        let sidecar = Proc::berth(&format!("sidecar {name}"), &self.sidecar_args(SERVICE, symbol, port))?;
+        let sidecar = Proc::berth_with_registry(
+            &format!("sidecar {name}"),
+            &self.sidecar_args(SERVICE, symbol, port),
+            &self.registry,
+        )?;
         let line = sidecar.wait_line("berth proxy listening", Duration::from_secs(15)).await?;
         let admin =
             field(&line, "admin").ok_or_else(|| setup(&name, format!("no admin address in {line:?}")))?;
@@ -425,7 +428,7 @@ impl Demo {
         let port = app_port(&app).await?;
         let mut args = self.sidecar_args("demo-consumer", "stable", port);
         args.extend(["--services".into(), SERVICE.into()]);
-        let sidecar = Proc::berth("consumer sidecar", &args)?;
+        let sidecar = Proc::berth_with_registry("consumer sidecar", &args, &self.registry)?;
         let line = sidecar.wait_line("berth proxy listening", Duration::from_secs(15)).await?;
         let admin = field(&line, "admin").ok_or_else(|| setup("consumer", "no admin address"))?;
         let outbound = field(&line, "outbound").ok_or_else(|| setup("consumer", "no outbound address"))?;
