@@ -37,6 +37,14 @@ pub const MIN_WARMUP_FACTOR: f64 = 0.05;
 /// The cluster Nacos puts an instance in when it names none.
 pub const DEFAULT_CLUSTER: &str = "DEFAULT";
 
+/// What a Nacos cluster name may be, for messages: [`is_cluster_name`] checks it.
+pub const CLUSTER_RULE: &str = "a Nacos cluster name is 1–64 letters, digits or `-`";
+
+/// Whether `name` is a cluster name Nacos accepts (see [`CLUSTER_RULE`]).
+pub fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 fn default_cluster() -> String {
     DEFAULT_CLUSTER.to_owned()
 }
@@ -139,5 +147,9 @@ mod tests {
     fn the_cluster_defaults_as_in_nacos() {
         let i: Instance = serde_json::from_str(r#"{"addr":"127.0.0.1:1"}"#).unwrap();
         assert_eq!(i.cluster, DEFAULT_CLUSTER);
+        assert!(is_cluster_name(DEFAULT_CLUSTER) && is_cluster_name("zone-a1"));
+        for bad in ["", "zone_a", "zone a", "zone.a", &"z".repeat(65)] {
+            assert!(!is_cluster_name(bad), "{bad:?}");
+        }
     }
 }

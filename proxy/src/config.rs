@@ -270,10 +270,10 @@ fn alias_key(s: &str) -> Result<String, String> {
 
 /// Checks a Nacos cluster name: letters, digits and `-`, as Nacos requires.
 fn cluster_name(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+    if berth_core::instance::is_cluster_name(s) {
         Ok(s.to_owned())
     } else {
-        Err("a Nacos cluster name is 1–64 letters, digits or `-`".into())
+        Err(berth_core::instance::CLUSTER_RULE.into())
     }
 }
 
