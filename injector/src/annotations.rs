@@ -170,7 +170,7 @@ impl PodSettings {
         };
         // A consumers preset raises the defaults' drain to cover those consumers' caches;
         // the pod's own drain annotations still win.
-        let mut d = config.defaults.clone();
+        let mut d = config.defaults;
         if let Some((k, v)) = get(CONSUMERS) {
             let preset = v.parse::<berth_core::consumers::Consumers>().map_err(|e| bad(k, v, e))?;
             d.drain_min = d.drain_min.max(preset.drain_min());

@@ -59,7 +59,7 @@ impl Heed {
     pub fn arrived(&self, peer: IpAddr) -> bool {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let Some(p) = peers.get_mut(&peer) else { return false };
-        if !p.signalled.is_some_and(|at| at.elapsed() >= GRACE) {
+        if p.signalled.is_none_or(|at| at.elapsed() < GRACE) {
             return false;
         }
         if !p.ignored {
