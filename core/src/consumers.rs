@@ -30,7 +30,7 @@ impl Consumers {
     /// The shortest drain-min that serves every call such consumers still make.
     pub fn drain_min(self) -> Duration {
         match self {
-            Consumers::Berth => Duration::from_secs(5),
+            Consumers::Berth => crate::defaults::DRAIN_MIN,
             Consumers::SpringCloud => Duration::from_secs(40),
         }
     }
@@ -39,8 +39,8 @@ impl Consumers {
     /// plus the 30 s requests in flight may take.
     pub fn drain_timeout(self) -> Duration {
         match self {
-            Consumers::Berth => Duration::from_secs(30),
-            Consumers::SpringCloud => self.drain_min() + Duration::from_secs(30),
+            Consumers::Berth => crate::defaults::DRAIN_TIMEOUT,
+            Consumers::SpringCloud => self.drain_min() + crate::defaults::DRAIN_TIMEOUT,
         }
     }
 

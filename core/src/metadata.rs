@@ -56,10 +56,9 @@ pub fn is_alias_key(key: &str) -> bool {
         && !key.starts_with("preserved.")
 }
 
-/// The response header that carries the read-only signal.
-pub const LIFECYCLE_HEADER: &str = "x-berth-lifecycle";
-/// The value of [`LIFECYCLE_HEADER`] while an instance drains.
-pub const DRAINING: &str = "draining";
+/// The response header that carries the read-only signal, and its value while draining
+/// (defined with the other header names).
+pub use crate::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};
 
 #[cfg(test)]
 mod tests {
