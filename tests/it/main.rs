@@ -18,6 +18,7 @@ mod grpc;
 mod image;
 mod injector;
 mod kubelet;
+mod mixed;
 mod outbound;
 mod page;
 mod page_browser;
