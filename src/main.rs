@@ -4,12 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// mimalloc rather than glibc's malloc: the proxy's request path allocates blocks (boxed
-// futures, header maps, read buffers) that glibc serves from its slow path; measured in
-// instructions per request under callgrind (benches/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// berth makes rollouts of Nacos-registered services lossless.
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, propagate_version = true, args_override_self = true)]
