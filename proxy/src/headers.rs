@@ -90,6 +90,23 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_field_alone_is_stripped() {
+        // Without a `Connection` field too: the pass that decides whether to strip at all must
+        // know every one of them.
+        for name in ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"] {
+            let mut h = HeaderMap::new();
+            h.append(name, HeaderValue::from_static("x"));
+            h.append("x-app", HeaderValue::from_static("kept"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.append("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
     fn te_trailers_survives() {
         let mut h = HeaderMap::new();
         h.insert(TE, HeaderValue::from_static("trailers"));
