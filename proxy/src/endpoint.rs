@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::body::{self, Body, BoxError, HttpResponse};
@@ -532,6 +533,19 @@ pub fn passthrough(
     conn: Option<http1::SendRequest<Body>>,
     in_flight: InFlight,
 ) -> HttpResponse {
+    passthrough_lent(resp, endpoint, conn, in_flight, None)
+}
+
+/// [`passthrough`], with a share of a bounded pool held until the body ends (and released
+/// after the connection is back in the pool): in the same body, rather than a wrapper body of
+/// its own and one more allocation and dynamic call per frame.
+pub fn passthrough_lent(
+    resp: Response<Incoming>,
+    endpoint: Arc<Endpoint>,
+    conn: Option<http1::SendRequest<Body>>,
+    in_flight: InFlight,
+    lent: Option<OwnedSemaphorePermit>,
+) -> HttpResponse {
     let (mut parts, incoming) = resp.into_parts();
     // A 101 keeps its upgrade fields, and its connection now belongs to the tunnel.
     let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -541,17 +555,20 @@ pub fn passthrough(
         crate::upgrade::restore(&mut parts.headers, p);
     }
     let conn = conn.filter(|_| !switching);
-    let body = Pooled { inner: incoming, conn, endpoint, _in_flight: in_flight };
+    let body = Pooled { inner: incoming, conn, endpoint, _in_flight: in_flight, _lent: lent };
     Response::from_parts(parts, body::boxed(body))
 }
 
 /// A provider's response body: keeps the request in flight until it ends, then gives an
-/// HTTP/1.1 connection back to the pool if the exchange finished cleanly.
+/// HTTP/1.1 connection back to the pool if the exchange finished cleanly. The pool share is
+/// declared last: fields drop after [`Drop::drop`] checked the connection in, so the next
+/// waiting request finds it there.
 struct Pooled {
     inner: Incoming,
     conn: Option<http1::SendRequest<Body>>,
     endpoint: Arc<Endpoint>,
     _in_flight: InFlight,
+    _lent: Option<OwnedSemaphorePermit>,
 }
 
 impl http_body::Body for Pooled {

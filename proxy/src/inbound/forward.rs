@@ -4,23 +4,20 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri, Version};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::app::{AppPool, Deadline};
-use crate::body::{self, Body, BoxError, HttpResponse};
+use crate::body::{self, Body, HttpResponse};
 use crate::endpoint::{self, Conn};
 use crate::headers;
 use crate::health::error_chain;
@@ -172,11 +169,14 @@ async fn exchange(
             {
                 upgrade::tunnel(client, hyper::upgrade::on(&mut resp), addr);
             }
-            let resp = endpoint::passthrough(resp, app.endpoint.clone(), conn, in_flight);
-            Sent::Answered(match permit.take() {
-                Some(p) => resp.map(|b| body::boxed(Lent { inner: b, _permit: p })),
-                None => resp,
-            })
+            // The connection stays lent until the body ends.
+            Sent::Answered(endpoint::passthrough_lent(
+                resp,
+                app.endpoint.clone(),
+                conn,
+                in_flight,
+                permit.take(),
+            ))
         }
         Err(mut e) => match e.take_message() {
             Some(unsent) => Sent::Unsent(unsent),
@@ -209,35 +209,4 @@ fn app_timeout(addr: SocketAddr, limit: Duration) -> HttpResponse {
             humantime::format_duration(limit)
         ),
     )
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its connection lent from the pool until it ends. The
-    /// permit is declared last, so the connection is back in the pool (`inner` dropped first)
-    /// before the next waiting request is let in.
-    struct Lent {
-        #[pin]
-        inner: Body,
-        _permit: OwnedSemaphorePermit,
-    }
-}
-
-impl http_body::Body for Lent {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
