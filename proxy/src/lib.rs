@@ -21,6 +21,7 @@ pub mod endpoint;
 pub mod headers;
 pub mod health;
 pub mod inbound;
+pub mod lane;
 pub mod lifecycle;
 pub mod metrics;
 pub mod outbound;
@@ -138,7 +139,10 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             tracing::warn!(error = %e, "cannot follow a --services entry");
         }
     }
-    let outbound = Arc::new(outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings));
+    let outbound = Arc::new(
+        outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings)
+            .with_lanes(config.lanes.clone()),
+    );
     tokio::spawn(outbound::serve(outbound_listener, outbound.clone()));
     let controller = tokio::spawn(
         lifecycle::Controller {
@@ -154,7 +158,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         .run(),
     );
     let inbound = Arc::new(inbound::Inbound {
-        forward: inbound::Forward::new(config.app, config.app_protocol),
+        forward: inbound::Forward::new(config.app, config.app_protocol).with_lanes(&config.lanes),
         drain: drain.clone(),
         metrics: metrics.clone(),
         signal: config.lifecycle,

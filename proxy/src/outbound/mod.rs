@@ -46,7 +46,6 @@ pub const SYMBOL_HEADER: &str = "x-berth-symbol";
 /// The header that marks a non-idempotent request as safe to retry (`true`).
 pub const RETRYABLE_HEADER: &str = "x-berth-retryable";
 /// The same names, parsed once: lookups on the request path skip parsing them.
-const SYMBOL: http::HeaderName = http::HeaderName::from_static(SYMBOL_HEADER);
 const RETRYABLE: http::HeaderName = http::HeaderName::from_static(RETRYABLE_HEADER);
 const LIFECYCLE: http::HeaderName = http::HeaderName::from_static(berth_core::metadata::LIFECYCLE_HEADER);
 
@@ -79,6 +78,8 @@ pub struct Outbound {
     settings: Settings,
     policy: Arc<retry::Policy>,
     used: AtomicBool,
+    /// How requests' lanes are found, and this sidecar's own.
+    pub(crate) lanes: crate::lane::Lanes,
     /// Outbound requests in progress, counted by the tracking layer's drop guards: a request
     /// leaves the count when its response body ends or is dropped, however the client left.
     in_flight: IntGauge,
@@ -93,7 +94,14 @@ impl Outbound {
             policy: Arc::new(retry::Policy::new(&settings)),
             settings,
             used: AtomicBool::new(false),
+            lanes: crate::lane::Lanes::default(),
         }
+    }
+
+    /// The same, finding lanes as `lanes` says (by default: `x-berth-symbol` and baggage only,
+    /// no own symbol).
+    pub fn with_lanes(self, lanes: crate::lane::Lanes) -> Self {
+        Outbound { lanes, ..self }
     }
 
     /// Whether the app ever sent a request through this sidecar.
