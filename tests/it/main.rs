@@ -13,6 +13,7 @@ mod drain;
 mod faults_outbound;
 mod grpc;
 mod injector;
+mod lanes;
 mod outbound;
 mod page;
 mod page_browser;
