@@ -12,5 +12,19 @@ done
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# --- berth's image, and its dependencies' licences (scripts/image.sh, deny.toml) -----------
+echo "==> cargo deny check licenses bans sources"
+cargo deny --locked check licenses bans sources
+if command -v buildah >/dev/null 2>&1; then
+  scripts/image.sh
+else
+  export BERTH_IMAGE_SKIP="buildah is not installed (scripts/deps/40-buildah.sh installs it as root)"
+  echo "==> image skipped: $BERTH_IMAGE_SKIP"
+fi
+# -------------------------------------------------------------------------------------------
+
 echo "==> tests"
 cargo nextest run --workspace --locked --profile ci "$@"

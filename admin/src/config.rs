@@ -30,7 +30,7 @@ pub struct AdminArgs {
     /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
     /// or `dir:///path` (default: a directory under the user's data directory), as for the
     /// sidecar.
-    #[arg(long, env = "BERTH_REGISTRY", value_name = "URL")]
+    #[arg(long, env = "BERTH_REGISTRY", value_name = "URL", hide_env_values = true, value_parser = RegistryParser)]
     pub registry: Option<RegistryUrl>,
 
     /// The API tokens: one per line, `NAME ROLE TOKEN` (ROLE `write` or `read`); `#` starts a
@@ -65,7 +65,7 @@ pub struct AdminArgs {
     /// Read the traffic numbers from this Prometheus (its base URL, e.g.
     /// `http://prometheus:9090/`), which must scrape the sidecars, instead of reading every
     /// sidecar's `/metrics`; for large fleets. Propagation still asks the sidecars.
-    #[arg(long, env = "BERTH_PROMETHEUS", value_name = "URL")]
+    #[arg(long, env = "BERTH_PROMETHEUS", value_name = "URL", hide_env_values = true)]
     pub prometheus: Option<String>,
 
     /// POST every event, signed, to this URL (repeatable; comma-separated in the environment).
@@ -114,6 +114,31 @@ pub enum ConfigError {
     Tokens(#[from] TokenFileError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+/// Parses `--registry` without echoing its password: clap's own errors print the raw value.
+#[derive(Clone, Debug)]
+struct RegistryParser;
+
+impl clap::builder::TypedValueParser for RegistryParser {
+    type Value = RegistryUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<RegistryUrl, clap::Error> {
+        let raw = value.to_string_lossy();
+        raw.parse().map_err(|e: berth_core::registry::InvalidRegistryUrl| {
+            let name = arg.map_or_else(|| "--registry".to_owned(), ToString::to_string);
+            let message = berth_core::registry::without_password(
+                &raw,
+                &format!("invalid value '{raw}' for '{name}': {e}\n"),
+            );
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
+        })
+    }
 }
 
 /// Parses a human duration: `500ms`, `5s`, `1m30s`.

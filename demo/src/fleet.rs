@@ -1,7 +1,7 @@
 //! The demo's processes: `berth sample-app`, `berth proxy` and `berth admin` started from this
 //! very binary, their output kept, and all of them killed when the demo ends.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,8 +37,22 @@ pub struct Proc {
 impl Proc {
     /// Starts `berth ARGS…` (this executable) with output captured.
     pub fn berth(name: &str, args: &[String]) -> Result<Proc, FleetError> {
+        Proc::berth_in(name, args, None)
+    }
+
+    /// The same, for a program that talks to `registry`: the URL goes in `BERTH_REGISTRY`, not
+    /// on the command line, where anyone on the host could read a password in it (`ps`).
+    pub fn berth_with_registry(name: &str, args: &[String], registry: &str) -> Result<Proc, FleetError> {
+        Proc::berth_in(name, args, Some(registry))
+    }
+
+    fn berth_in(name: &str, args: &[String], registry: Option<&str>) -> Result<Proc, FleetError> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berth"));
         let mut cmd = Command::new(exe);
+        match registry {
+            Some(url) => cmd.env("BERTH_REGISTRY", url),
+            None => cmd.env_remove("BERTH_REGISTRY"),
+        };
         cmd.args(args)
             .env("BERTH_LOG", "info,nacos_sdk=off")
             .stdin(Stdio::null())
@@ -110,12 +124,12 @@ async fn collect<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, lines: A
     }
 }
 
-/// A port nothing listens on now (bound and released).
-pub fn free_port() -> Result<u16, FleetError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| FleetError::Failed { what: "finding a free port".into(), detail: e.to_string() })
+/// The port a sample app bound (its `bound to ADDR` line).
+pub async fn app_port(app: &Proc) -> Result<u16, FleetError> {
+    let line = app.wait_line("bound to ", Duration::from_secs(15)).await?;
+    line.rsplit(' ').next().and_then(|a| a.parse::<SocketAddr>().ok()).map(|a| a.port()).ok_or_else(|| {
+        FleetError::Failed { what: app.name.clone(), detail: format!("no address in {line:?}") }
+    })
 }
 
 /// The address after ` KEY=` in a log line.

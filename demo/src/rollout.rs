@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use rustix::process::Signal;
 use serde_json::json;
 
-use crate::fleet::{FleetError, Proc, field, free_port};
+use crate::fleet::{FleetError, Proc, app_port, field};
 use crate::http::Client;
 use crate::load::{Load, PhaseStats};
 
@@ -28,7 +28,7 @@ pub const SERVICE: &str = "demo";
 pub struct DemoArgs {
     /// Registry for the demo's instances (default: a fresh directory registry, removed at the
     /// end). `nacos://host:port` uses a real Nacos.
-    #[arg(long, value_name = "URL", value_parser = registry_url)]
+    #[arg(long, value_name = "URL", value_parser = RegistryText)]
     pub registry: Option<String>,
     /// Requests per second the consumer sends.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
@@ -99,9 +99,38 @@ struct Demo {
     quiet: bool,
 }
 
-/// Checks a registry URL but keeps its text: a parsed URL prints its password masked.
-fn registry_url(s: &str) -> Result<String, String> {
-    s.parse::<berth_core::registry::RegistryUrl>().map(|_| s.to_owned()).map_err(|e| e.to_string())
+/// Checks a registry URL but keeps its text (a parsed URL prints its password masked, and the
+/// sidecars need it whole); a bad one is refused without echoing its password.
+#[derive(Clone, Debug)]
+struct RegistryText;
+
+impl clap::builder::TypedValueParser for RegistryText {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let raw = value.to_string_lossy();
+        match raw.parse::<berth_core::registry::RegistryUrl>() {
+            Ok(_) => Ok(raw.into_owned()),
+            Err(e) => {
+                let name = arg.map_or_else(|| "--registry".to_owned(), ToString::to_string);
+                let message = berth_core::registry::without_password(
+                    &raw,
+                    &format!("invalid value '{raw}' for '{name}': {e}\n"),
+                );
+                Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
+            }
+        }
+    }
+}
+
+/// The registry as the demo prints it: its password, if any, masked.
+fn shown(registry: &str) -> String {
+    berth_core::registry::without_password(registry, registry)
 }
 
 fn target(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
@@ -128,23 +157,23 @@ pub async fn run(args: DemoArgs, scratch: PathBuf) -> Result<Summary, FleetError
     say(
         quiet,
         &format!(
-            "berth demo: {} instances of `{SERVICE}` behind sidecars, a consumer at {} rps, berth's lifecycle {}\n  registry: {registry}",
+            "berth demo: {} instances of `{SERVICE}` behind sidecars, a consumer at {} rps, berth's lifecycle {}\n  registry: {}",
             args.instances,
             args.rate,
-            if args.no_lifecycle { "OFF" } else { "on" }
+            if args.no_lifecycle { "OFF" } else { "on" },
+            shown(&registry)
         ),
     );
-    let admin = Proc::berth(
+    let admin = Proc::berth_with_registry(
         "berth admin",
         &[
             "admin".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
-            "--registry".into(),
-            registry.clone(),
             "--token-file".into(),
             token_file.display().to_string(),
         ],
+        &registry,
     )?;
     let line = admin.wait_line("berth admin listening", Duration::from_secs(15)).await?;
     let admin_api =
@@ -223,7 +252,7 @@ pub async fn run(args: DemoArgs, scratch: PathBuf) -> Result<Summary, FleetError
     let phases = load.snapshot();
     Ok(Summary {
         lifecycle: !args.no_lifecycle,
-        registry: demo.registry.clone(),
+        registry: shown(&demo.registry),
         rate: args.rate,
         seconds: load.elapsed().as_secs_f64(),
         sent: phases.iter().map(|p| p.sent).sum(),
@@ -278,7 +307,7 @@ impl Demo {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        args.extend(["--app-port".into(), app_port.to_string(), "--registry".into(), self.registry.clone()]);
+        args.extend(["--app-port".into(), app_port.to_string()]);
         if self.args.no_lifecycle {
             args.push("--no-lifecycle".into());
         }
@@ -288,13 +317,12 @@ impl Demo {
     async fn start_instance(&mut self, symbol: &str) -> Result<Instance, FleetError> {
         self.started += 1;
         let name = format!("{symbol}-{}", self.started);
-        let port = free_port()?;
         let app = Proc::berth(
             &format!("app {name}"),
             &[
                 "sample-app".into(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                "127.0.0.1:0".into(),
                 "--name".into(),
                 name.clone(),
                 "--symbol".into(),
@@ -303,7 +331,13 @@ impl Demo {
                 self.args.app_startup.as_millis().to_string(),
             ],
         )?;
-        let sidecar = Proc::berth(&format!("sidecar {name}"), &self.sidecar_args(SERVICE, symbol, port))?;
+        // The app holds its port from the start (refusing connections while it starts up).
+        let port = app_port(&app).await?;
+        let sidecar = Proc::berth_with_registry(
+            &format!("sidecar {name}"),
+            &self.sidecar_args(SERVICE, symbol, port),
+            &self.registry,
+        )?;
         let line = sidecar.wait_line("berth proxy listening", Duration::from_secs(15)).await?;
         let admin =
             field(&line, "admin").ok_or_else(|| setup(&name, format!("no admin address in {line:?}")))?;
@@ -381,20 +415,20 @@ impl Demo {
     }
 
     async fn start_consumer(&mut self) -> Result<(Proc, Proc, SocketAddr, SocketAddr), FleetError> {
-        let port = free_port()?;
         let app = Proc::berth(
             "consumer app",
             &[
                 "sample-app".into(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                "127.0.0.1:0".into(),
                 "--name".into(),
                 "consumer".into(),
             ],
         )?;
+        let port = app_port(&app).await?;
         let mut args = self.sidecar_args("demo-consumer", "stable", port);
         args.extend(["--services".into(), SERVICE.into()]);
-        let sidecar = Proc::berth("consumer sidecar", &args)?;
+        let sidecar = Proc::berth_with_registry("consumer sidecar", &args, &self.registry)?;
         let line = sidecar.wait_line("berth proxy listening", Duration::from_secs(15)).await?;
         let admin = field(&line, "admin").ok_or_else(|| setup("consumer", "no admin address"))?;
         let outbound = field(&line, "outbound").ok_or_else(|| setup("consumer", "no outbound address"))?;

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `GET /` | `hello from NAME` and headers `x-app-name`, `x-app-symbol` |
 //! | `GET /healthz` | 200, or 503 after `POST /healthz?ok=false` |
+//! | `POST /healthz?ok=B&for=N` | answer `B` to the next N checks, then the opposite (for tests of thresholds) |
+//! | `GET /healthz/log` | every health answer given so far, in order: `P` passed, `F` failed |
 //! | `GET /slow?ms=N` | 200 after N milliseconds |
 //! | `GET /stream?chunks=N&ms=M` | N chunks, M milliseconds apart |
 //! | `ANY /echo` | JSON of the method, path, version, headers and body size it received |
@@ -13,14 +15,14 @@
 //!
 //! With `--reset` it answers nothing: every request's connection is closed.
 //!
-//! It prints `listening on ADDR` on stdout once it accepts, and on SIGTERM stops accepting and
-//! lets requests in flight finish.
+//! It prints `bound to ADDR` at once (its port, refusing connections during `--startup-delay-ms`)
+//! and `listening on ADDR` once it accepts; on SIGTERM it stops accepting and lets requests in
+//! flight finish.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 /// `berth sample-app`.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,8 +66,33 @@ struct App {
     name: HeaderValue,
     symbol: HeaderValue,
     hello: Bytes,
-    healthy: AtomicBool,
+    health: Mutex<Health>,
     caller: call::Caller,
+}
+
+/// What `GET /healthz` answers, and what it has answered.
+#[derive(Debug, Default)]
+struct Health {
+    failing: bool,
+    /// Answers left before `failing` flips.
+    flip_after: Option<u64>,
+    /// `P` or `F` per answer given.
+    log: String,
+}
+
+impl Health {
+    fn answer(&mut self) -> bool {
+        let ok = !self.failing;
+        if let Some(n) = self.flip_after.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.failing = !self.failing;
+                self.flip_after = None;
+            }
+        }
+        self.log.push(if ok { 'P' } else { 'F' });
+        ok
+    }
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -91,11 +118,19 @@ async fn run(args: SampleAppArgs) -> std::io::Result<()> {
         name: HeaderValue::from_str(&args.name).map_err(|_| bad("--name"))?,
         symbol: HeaderValue::from_str(&args.symbol).map_err(|_| bad("--symbol"))?,
         hello: Bytes::from(format!("hello from {}\n", args.name)),
-        healthy: AtomicBool::new(true),
+        health: Mutex::new(Health::default()),
         caller: call::Caller::new(args.outbound),
     });
+    // Bound at once, so the port is ours and known (`bound to ADDR`); listening only after
+    // the startup delay, so until then connections are refused, as by an app still starting.
+    let socket = if args.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // A given port may be taken again right after an earlier app on it stopped; port 0 gets a
+    // port of its own that nobody else can bind while it waits.
+    socket.set_reuseaddr(args.listen.port() != 0)?;
+    socket.bind(args.listen)?;
+    println!("bound to {}", socket.local_addr()?);
     tokio::time::sleep(Duration::from_millis(args.startup_delay_ms)).await;
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = socket.listen(1024)?;
     println!("listening on {}", listener.local_addr()?);
     let graceful = GracefulShutdown::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -142,14 +177,24 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 impl App {
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // A panic while holding it leaves the answers consistent: take them as they are.
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let mut resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/") => Response::new(full(self.hello.clone())),
-            (&Method::GET, "/healthz") if self.healthy.load(Ordering::Relaxed) => Response::new(full("ok\n")),
-            (&Method::GET, "/healthz") => status(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
+            (&Method::GET, "/healthz") => match self.lock_health().answer() {
+                true => Response::new(full("ok\n")),
+                false => status(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
+            },
+            (&Method::GET, "/healthz/log") => Response::new(full(self.lock_health().log.clone())),
             (&Method::POST, "/healthz") => {
-                let ok = req.uri().query() != Some("ok=false");
-                self.healthy.store(ok, Ordering::Relaxed);
+                let ok = !req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "ok=false"));
+                let mut health = self.lock_health();
+                health.failing = !ok;
+                health.flip_after = query_u64(&req, "for").filter(|n| *n > 0);
                 Response::new(full(if ok { "healthy\n" } else { "unhealthy\n" }))
             }
             (&Method::GET, "/slow") => {

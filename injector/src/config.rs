@@ -83,6 +83,16 @@ impl Default for Ports {
     }
 }
 
+/// One key of a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKey {
+    /// The Secret's name (in the pod's namespace).
+    pub name: String,
+    /// The key whose value is used.
+    pub key: String,
+}
+
 /// Timings a pod gets unless its annotations set them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -128,9 +138,15 @@ pub struct InjectConfig {
     pub image: String,
     /// `Always`, `IfNotPresent` or `Never`.
     pub image_pull_policy: String,
-    /// `BERTH_REGISTRY` for every sidecar: `nacos://host:port?namespace=NS&group=G`. Unset,
-    /// the sidecar falls back to a directory registry, which is of no use in a cluster.
+    /// `BERTH_REGISTRY` for every sidecar: `nacos://host:port?namespace=NS&group=G`, written
+    /// into every pod spec as it is — so without credentials. Unset (and no
+    /// `registrySecret`), the sidecar falls back to a directory registry, which is of no use in
+    /// a cluster.
     pub registry: Option<String>,
+    /// `BERTH_REGISTRY` read from a Secret in the pod's own namespace
+    /// (`valueFrom.secretKeyRef`): the way to pass `nacos://user:password@…`, which then lands
+    /// in no pod spec. Instead of `registry`, not with it.
+    pub registry_secret: Option<SecretKey>,
     /// Add the sidecar as a native sidecar (an init container with `restartPolicy: Always`,
     /// Kubernetes ≥ 1.29), which starts before and stops after the app. Off: the first
     /// container.
@@ -166,6 +182,7 @@ impl Default for InjectConfig {
             image: format!("ghcr.io/berth-io/berth:{}", berth_core::VERSION),
             image_pull_policy: "IfNotPresent".into(),
             registry: None,
+            registry_secret: None,
             native_sidecar: true,
             resources: ResourceRequirements {
                 requests: Some([("cpu".into(), quantity("50m")), ("memory".into(), quantity("32Mi"))].into()),
@@ -182,6 +199,19 @@ impl Default for InjectConfig {
             run_as_user: 65532,
         }
     }
+}
+
+/// A Kubernetes object name of the DNS-subdomain kind (RFC 1123): at most 253 characters of
+/// dot-separated labels of lower-case letters, digits and `-`, each starting and ending with an
+/// alphanumeric.
+fn is_dns_subdomain(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label)
 }
 
 fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -223,9 +253,39 @@ impl InjectConfig {
             return Err(invalid("imagePullPolicy", &self.image_pull_policy, "Always, IfNotPresent or Never"));
         }
         if let Some(registry) = &self.registry {
+            let shown = match berth_proxy::config::password_of(registry) {
+                Some(password) => registry.replace(password, "***"),
+                None => registry.clone(),
+            };
             registry
                 .parse::<berth_core::registry::RegistryUrl>()
-                .map_err(|e| invalid("registry", registry, &e.to_string()))?;
+                .map_err(|e| invalid("registry", &shown, &e.to_string()))?;
+            if self.registry_secret.is_some() {
+                return Err(invalid(
+                    "registrySecret",
+                    &"set",
+                    "give the registry either as `registry` or as `registrySecret`, not both",
+                ));
+            }
+        }
+        if let Some(SecretKey { name, key }) = &self.registry_secret {
+            if !is_dns_subdomain(name) {
+                return Err(invalid(
+                    "registrySecret.name",
+                    name,
+                    "a Secret's name (lower-case DNS subdomain)",
+                ));
+            }
+            if key.is_empty()
+                || key.len() > 253
+                || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            {
+                return Err(invalid(
+                    "registrySecret.key",
+                    key,
+                    "a Secret key: letters, digits, `-`, `_` and `.`",
+                ));
+            }
         }
         let Ports { inbound, outbound, admin } = self.ports;
         if [inbound, outbound, admin].contains(&0)
@@ -291,6 +351,13 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_registry_secret() {
+        let c = load("registrySecret: {name: nacos-credentials, key: registry-url}\n").unwrap();
+        let secret = SecretKey { name: "nacos-credentials".into(), key: "registry-url".into() };
+        assert_eq!((c.registry, c.registry_secret), (None, Some(secret)));
+    }
+
+    #[test]
     fn errors_name_the_file_the_key_and_what_is_allowed() {
         for (text, expect) in [
             ("colour: red\n", "unknown field `colour`"),
@@ -301,10 +368,19 @@ mod tests {
             ("defaults: {drainMin: 40s}\n", "longer than drainMin"),
             ("runAsUser: 0\n", "non-root"),
             ("image: [\n", "injector.yaml"),
+            (
+                "registry: nacos://n:8848\nregistrySecret: {name: nacos, key: url}\n",
+                "either as `registry` or as `registrySecret`",
+            ),
+            ("registrySecret: {name: Nacos_Creds, key: url}\n", "registrySecret.name"),
+            ("registrySecret: {name: nacos, key: 'a/b'}\n", "registrySecret.key"),
+            ("registrySecret: {name: nacos}\n", "missing field `key`"),
         ] {
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(expect) && err.contains("injector.yaml"), "{text:?}: {err}");
         }
+        let err = load("registry: nacos://berth:leak-pw@n:port\n").unwrap_err().to_string();
+        assert!(err.contains("'registry'") && !err.contains("leak-pw"), "{err}");
         let err = InjectConfig::load(Some(Path::new("/nonexistent/x.yaml"))).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/x.yaml") && err.contains("cannot read"), "{err}");
     }

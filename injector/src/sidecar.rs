@@ -10,12 +10,13 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HTTPHeader,
-    LifecycleHandler, ObjectFieldSelector, Probe, SeccompProfile, SecurityContext, VolumeMount,
+    LifecycleHandler, ObjectFieldSelector, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::annotations::PodSettings;
-use crate::config::InjectConfig;
+use crate::config::{InjectConfig, SecretKey};
 
 /// The sidecar container's name; a pod with a container of this name is already injected.
 pub const CONTAINER_NAME: &str = "berth-proxy";
@@ -74,6 +75,21 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
+fn secret_env(name: &str, secret: &SecretKey) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 fn http_get(path: &str, port: u16) -> HTTPGetAction {
     HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(port.into()), ..Default::default() }
 }
@@ -106,6 +122,8 @@ pub fn container(settings: &PodSettings, config: &InjectConfig, token: &DrainTok
         env("BERTH_APP_HEALTH", settings.app_health.to_string()),
         env("BERTH_INBOUND", format!("0.0.0.0:{}", ports.inbound)),
         env("BERTH_ADMIN", format!("0.0.0.0:{}", ports.admin)),
+        // Where the app's HTTP_PROXY points (see proxy_env), whatever `ports.outbound` is.
+        env("BERTH_OUTBOUND", format!("127.0.0.1:{}", ports.outbound)),
         duration_env("BERTH_REGISTER_DELAY", settings.register_delay),
         duration_env("BERTH_WARMUP", settings.warmup),
         duration_env("BERTH_DRAIN_MIN", settings.drain_min),
@@ -117,7 +135,11 @@ pub fn container(settings: &PodSettings, config: &InjectConfig, token: &DrainTok
         let list: Vec<String> = settings.dependencies.iter().map(ToString::to_string).collect();
         vars.push(env("BERTH_DEPENDENCY", list.join(",")));
     }
-    if let Some(registry) = &config.registry {
+    // From a Secret the registry URL may carry credentials, which a literal would write into
+    // every pod spec.
+    if let Some(secret) = &config.registry_secret {
+        vars.push(secret_env("BERTH_REGISTRY", secret));
+    } else if let Some(registry) = &config.registry {
         vars.push(env("BERTH_REGISTRY", registry.clone()));
     }
     if let Some(version) = &settings.app_version {

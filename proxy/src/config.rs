@@ -15,9 +15,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 mod check;
 mod file;
+mod no_echo;
 mod outbound;
 
 pub use check::{AppHealth, Check};
+pub use no_echo::{NoEcho, password_of};
 pub use outbound::OutboundArgs;
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -76,7 +78,9 @@ pub struct ProxyArgs {
         help_heading = "Health",
         env = "BERTH_DEPENDENCY",
         value_name = "URL",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = NoEcho::<Check>::new()
     )]
     pub dependency: Vec<Check>,
 
@@ -123,7 +127,14 @@ pub struct ProxyArgs {
 
     /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
     /// or `dir:///path` (default: a directory under the user's data directory).
-    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_REGISTRY", value_name = "URL")]
+    #[arg(
+        long,
+        help_heading = "Listeners and registry",
+        env = "BERTH_REGISTRY",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = NoEcho::<RegistryUrl>::new()
+    )]
     pub registry: Option<RegistryUrl>,
 
     /// How long the app must stay healthy before it is registered.
@@ -144,7 +155,7 @@ pub struct ProxyArgs {
     #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub drain_quiet: Duration,
 
-    /// The drain is forced to end (exit code 1) this long after it started.
+    /// The drain is forced to end (exit code 2) this long after it started.
     #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 

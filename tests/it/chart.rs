@@ -7,13 +7,13 @@
 //! and `BERTH_KUBERNETES_VALIDATE`); without them these tests fail, saying so.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::injector::inject;
+use crate::support::tools::tool;
 use crate::support::webhook::{Injector, decode_patch};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/berth");
@@ -22,24 +22,6 @@ const DEPLOYMENT_POD: &str = include_str!("../../injector/tests/fixtures/deploym
 /// The oldest Kubernetes berth supports (native sidecars) and the newest the validator knows.
 const KUBERNETES: [&str; 2] = ["1.29.0", "1.37.0"];
 const NAMESPACE: &str = "berth-system";
-
-/// A tool from `$var`, else from where `scripts/deps/` puts it; a clear failure without it.
-fn tool(var: &str, cached: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(var) {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_default();
-    let path = cache.join("berth/tools").join(cached);
-    assert!(
-        path.is_file(),
-        "{var} is not set and {} does not exist: run scripts/test.sh, whose scripts/deps/ install it",
-        path.display()
-    );
-    path
-}
 
 fn helm() -> Command {
     Command::new(tool("BERTH_HELM", "helm/helm"))
@@ -68,10 +50,7 @@ fn template(values: &[&str]) -> String {
 /// Validates `yaml` against the schemas of every version in [`KUBERNETES`], strictly.
 fn validate(yaml: &str, what: &str) {
     for version in KUBERNETES {
-        let mut cmd = Command::new(tool(
-            "BERTH_KUBERNETES_VALIDATE",
-            "kubernetes-validate-1.37.0/bin/kubernetes-validate",
-        ));
+        let mut cmd = Command::new(tool("BERTH_KUBERNETES_VALIDATE", "python/bin/kubernetes-validate"));
         cmd.args(["--strict", "--kubernetes-version", version, "-"]);
         let out = run(cmd, yaml);
         assert!(!out.contains("ERROR"), "{what} on {version}:\n{out}");
@@ -94,7 +73,12 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 
 #[test]
 fn chart_lints_strictly_with_every_values_file() {
-    for values in [&[][..], &["ci/secret-values.yaml"], &["ci/cert-manager-values.yaml"]] {
+    for values in [
+        &[][..],
+        &["ci/secret-values.yaml"],
+        &["ci/cert-manager-values.yaml"],
+        &["ci/registry-secret-values.yaml"],
+    ] {
         let mut cmd = helm();
         cmd.args(["lint", "--strict", CHART]);
         for v in values {
@@ -102,10 +86,25 @@ fn chart_lints_strictly_with_every_values_file() {
         }
         run(cmd, "");
     }
-    // The schema refuses what the injector would: an unknown policy, a bad duration.
-    for bad in ["webhook.failurePolicy=Maybe", "sidecar.drainMin=soon", "tls.mode=self", "colour=red"] {
+    // The schema refuses what the injector would, before any template runs: the error is
+    // helm's schema error, at the value's path.
+    for (bad, at) in [
+        ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
+        ("sidecar.drainMin=soon", "/sidecar/drainMin"),
+        ("tls.mode=self", "/tls/mode"),
+        ("colour=red", "additional properties 'colour' not allowed"),
+        ("sidecar.registry=http://nacos:8848", "/sidecar/registry"),
+        ("sidecar.registrySecret.name=Nacos_Credentials", "/sidecar/registrySecret/name"),
+        ("sidecar.registrySecret.key=a/b", "/sidecar/registrySecret/key"),
+        ("sidecar.ports.admin=0", "/sidecar/ports/admin"),
+    ] {
         let out = helm().args(["template", "berth", CHART, "--set", bad]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{bad} was accepted");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema") && stderr.contains(at),
+            "{bad}: not a schema error at {at}: {stderr}"
+        );
     }
 }
 
@@ -115,6 +114,7 @@ fn chart_renders_valid_objects_whose_webhook_points_at_the_injector() {
         (&[][..], "Ignore", 2),
         (&["ci/secret-values.yaml"][..], "Fail", 3),
         (&["ci/cert-manager-values.yaml"][..], "Ignore", 1),
+        (&["ci/registry-secret-values.yaml"][..], "Ignore", 2),
     ] {
         let yaml = template(values);
         validate(&yaml, &format!("helm template with {values:?}"));
@@ -219,9 +219,12 @@ fn chart_readme_documents_every_value() {
     }
 }
 
-#[tokio::test]
-async fn chart_certificate_and_config_serve_the_webhook_it_configures() {
-    let all = objects(&template(&[]));
+/// Starts the injector with the certificate, key and configuration `helm template` renders with
+/// `values`, calls it as the webhook configuration says, and returns the patched pod and the
+/// render.
+async fn injected_by_the_rendered_chart(values: &[&str]) -> (Value, String) {
+    let yaml = template(values);
+    let all = objects(&yaml);
     let webhook = &all.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap()["webhooks"][0];
     let b64 = |v: &Value| {
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap())
@@ -248,10 +251,38 @@ async fn chart_certificate_and_config_serve_the_webhook_it_configures() {
     assert_eq!(body["response"]["uid"], review["request"]["uid"]);
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &decode_patch(&body["response"]["patch"])).unwrap();
+    (pod, yaml)
+}
+
+#[tokio::test]
+async fn chart_certificate_and_config_serve_the_webhook_it_configures() {
+    let (pod, _) = injected_by_the_rendered_chart(&[]).await;
     let sidecar = &pod["spec"]["initContainers"][0];
     assert_eq!(sidecar["image"], "ghcr.io/berth-io/berth:0.1.0", "the chart's appVersion");
     let env = sidecar["env"].to_string();
     assert!(env.contains("nacos://nacos.nacos.svc:8848"), "the chart's registry: {env}");
+}
+
+#[tokio::test]
+async fn chart_registry_secret_keeps_the_registry_url_out_of_every_pod_spec() {
+    let (pod, yaml) = injected_by_the_rendered_chart(&["ci/registry-secret-values.yaml"]).await;
+    let sidecar = &pod["spec"]["initContainers"][0];
+    let registry: Vec<&Value> =
+        sidecar["env"].as_array().unwrap().iter().filter(|e| e["name"] == "BERTH_REGISTRY").collect();
+    assert_eq!(registry.len(), 1, "{sidecar}");
+    assert_eq!(
+        registry[0]["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "nacos-credentials", "key": "url", "optional": false})
+    );
+    assert!(registry[0].get("value").is_none(), "{sidecar}");
+    assert!(!pod.to_string().contains("nacos://"), "a registry URL in the pod: {pod}");
+    // Nor in anything the chart renders: the admin API reads it from the same Secret.
+    assert!(!yaml.contains("nacos://"), "a registry URL in the render:\n{yaml}");
+    let all = objects(&yaml);
+    let admin = &find(&all, "Deployment", "berth-admin")["spec"]["template"]["spec"]["containers"][0];
+    let env = admin["env"].as_array().unwrap().iter().find(|e| e["name"] == "BERTH_REGISTRY").unwrap();
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "nacos-credentials");
+    assert!(!admin["args"].to_string().contains("--registry"), "{admin}");
 }
 
 #[test]

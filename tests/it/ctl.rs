@@ -7,7 +7,7 @@ use berth_core::policy::Policy;
 use serde_json::Value;
 
 use crate::support::admin::{ALICE, Admin, BOB, VIEWER, ctl_at};
-use crate::support::{App, Rnacos, Sidecar, eventually, free_port};
+use crate::support::{App, ClosedPort, Rnacos, Sidecar, eventually};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -117,7 +117,8 @@ async fn ctl_errors_say_what_and_exit_1_or_64() {
     let dir = tempfile::tempdir().unwrap();
     let admin = Admin::start(&crate::support::dir_registry(&dir), &[]).await;
 
-    let down = format!("http://127.0.0.1:{}", free_port());
+    let closed = ClosedPort::new();
+    let down = format!("http://127.0.0.1:{}", closed.port);
     let out = ctl_at(&down, Some(ALICE), &["services"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains(&format!("cannot reach the admin API at {down}")), "{out:?}");

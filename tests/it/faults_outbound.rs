@@ -175,15 +175,16 @@ async fn a_frozen_provider_is_ejected_and_costs_no_idempotent_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let tally = running.await.unwrap();
-    let (status, code, body, post_took) = post.await.unwrap();
-    drop(frozen);
     eprintln!(
-        "frozen provider: {} answered, {} failed, slowest {:?}; ejected {:?} after the freeze; POST {status} after {post_took:?}: {body}",
+        "frozen provider: {} answered, {} failed, slowest {:?}; ejected {:?} after the freeze",
         tally.by_app.values().sum::<usize>(),
         tally.failures.len(),
         tally.slowest,
         ejected_while_listed.map(|e| e.0),
     );
+    let (status, code, body, post_took) = post.await.unwrap();
+    drop(frozen);
+    eprintln!("frozen provider: POST {status} after {post_took:?}: {body}");
     assert!(tally.failures.is_empty(), "idempotent requests failed: {:?}", tally.failures);
     assert!(tally.by_app["victim"] > 0 && tally.by_app["a"] > 0, "{:?}", tally.by_app);
     let (_, listed) = ejected_while_listed.expect("the frozen instance was never ejected");

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::support::berth;
-use crate::support::webhook::{Injector, Pki, SERVICE_HOST, as_base64, call, decode_patch, review_of};
+use crate::support::webhook::{Injector, Pki, SERVICE_HOST, call, decode_patch, review_of};
 
 const DEPLOYMENT_POD: &str = include_str!("../../injector/tests/fixtures/deployment-pod.review.json");
 const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/injector/tests/fixtures/workloads.yaml");
@@ -43,8 +43,28 @@ async fn injector_serves_admission_reviews_over_tls_as_the_api_server_calls_it()
     assert_eq!(response["uid"], review["request"]["uid"], "the uid is echoed");
     assert_eq!(response["allowed"], true);
     assert_eq!(response["patchType"], "JSONPatch");
+    // The patch as the server sent it, decoded the way the API server's Go decoder reads a
+    // []byte: base64 text, or an array of numbers 0–255 (what kube's types write).
     let patch = decode_patch(&response["patch"]);
-    assert_eq!(decode_patch(&as_base64(&response["patch"])), patch, "both encodings decode alike");
+    // Over HTTP/1.1, the server's other protocol, the same bytes (the uid is fresh per call).
+    let raw = review.to_string();
+    let (status, h1) = call(
+        injector.addr,
+        &pki.ca,
+        SERVICE_HOST,
+        "POST",
+        "/mutate/namespace-enabled",
+        raw.as_bytes(),
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let h1: Value = serde_json::from_slice(&h1).unwrap();
+    assert_eq!(
+        without_tokens(&decode_patch(&h1["response"]["patch"]).to_string()),
+        without_tokens(&patch.to_string())
+    );
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch).unwrap();
     let pod: Pod = serde_json::from_value(pod).unwrap();
@@ -79,7 +99,9 @@ async fn injector_serves_admission_reviews_over_tls_as_the_api_server_calls_it()
         call(injector.addr, &pki.ca, SERVICE_HOST, "GET", "/metrics", b"", &[b"http/1.1"]).await.unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8(text).unwrap();
-    assert_eq!(metric(&text, "berth_injector_injections_total{result=\"injected\"}"), Some(1.0), "{text}");
+    crate::support::tools::assert_valid_metrics(&text, "berth injector /metrics");
+    // Two injections: over HTTP/2, then HTTP/1.1.
+    assert_eq!(metric(&text, "berth_injector_injections_total{result=\"injected\"}"), Some(2.0), "{text}");
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"not_opted_in\"}"), Some(1.0));
     assert_eq!(metric(&text, "berth_injector_injections_total{result=\"invalid\"}"), Some(2.0));
     assert!(text.contains("berth_injector_review_duration_seconds_count"), "{text}");
@@ -163,7 +185,7 @@ fn documents(yaml: &str) -> Vec<String> {
     docs
 }
 
-fn parse(doc: &str) -> Value {
+pub fn parse(doc: &str) -> Value {
     serde_norway::from_str::<Option<Value>>(doc).unwrap().unwrap_or(Value::Null)
 }
 
@@ -253,7 +275,7 @@ async fn inject_gives_the_pods_the_webhook_gives_and_passes_the_rest_through() {
         let pod: Pod = serde_json::from_value(offline).unwrap();
         assert_eq!(sidecars(&pod), 1, "document {i}");
     }
-    assert_eq!(injected, 6, "Deployment, StatefulSet, DaemonSet, Job, CronJob and Pod: {notes}");
+    assert_eq!(injected, 7, "Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob and Pod: {notes}");
     assert!(
         notes.contains("Deployment shop/legacy: left as is (annotated berth.io/inject: disabled)"),
         "{notes}"

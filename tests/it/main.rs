@@ -6,13 +6,16 @@
 
 mod admin;
 mod chart;
+mod cluster;
 mod config;
 mod consumer;
 mod ctl;
 mod drain;
 mod faults_outbound;
 mod grpc;
+mod image;
 mod injector;
+mod kubelet;
 mod lanes;
 mod outbound;
 mod page;
@@ -20,3 +23,4 @@ mod page_browser;
 mod provider;
 mod rollout;
 mod support;
+mod version;

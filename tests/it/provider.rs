@@ -1,15 +1,17 @@
 //! The provider side: readiness, late registration, health, the inbound proxy, metrics.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{App, Rnacos, Sidecar, client, dir_registry, eventually, free_port};
+use crate::support::tools::{assert_valid_metrics, promtool_check};
+use crate::support::{App, ClosedPort, Rnacos, Sidecar, client, dir_registry, eventually, sample};
 
 const T: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn not_ready_and_not_registered_while_the_app_is_down() {
     let nacos = Rnacos::start().await;
-    let sidecar = Sidecar::start("down", free_port(), &nacos.url(), &[]).await;
+    let app_port = ClosedPort::new();
+    let sidecar = Sidecar::start("down", app_port.port, &nacos.url(), &[]).await;
     eventually(T, "the app check has failed", || async {
         sidecar.state().await["failing"].as_array().is_some_and(|f| !f.is_empty())
     })
@@ -21,6 +23,9 @@ async fn not_ready_and_not_registered_while_the_app_is_down() {
     assert!(nacos.instances("down").await.is_empty());
     let body = client().get(sidecar.admin_url("/ready")).send().await.unwrap().text().await.unwrap();
     assert!(body.contains("not ready") && body.contains("app"), "{body}");
+    // Alive all the same: the kubelet must not restart a sidecar that waits for its app.
+    let live = client().get(sidecar.admin_url("/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200, "/live while the app is down");
 }
 
 #[tokio::test]
@@ -110,8 +115,8 @@ async fn nacos_unreachable_at_start_then_restarted() {
 async fn a_dependency_gates_readiness() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::start("dependent").await;
-    let db_port = free_port();
-    let dependency = format!("tcp://127.0.0.1:{db_port}");
+    let db = ClosedPort::new();
+    let dependency = format!("tcp://127.0.0.1:{}", db.port);
     let sidecar =
         Sidecar::start("dependent", app.addr.port(), &dir_registry(&dir), &["--dependency", &dependency])
             .await;
@@ -120,17 +125,17 @@ async fn a_dependency_gates_readiness() {
     })
     .await;
     assert_eq!(sidecar.ready().await, 503);
-    let _db = std::net::TcpListener::bind(("127.0.0.1", db_port)).unwrap();
+    let _db = db.listen();
     sidecar.wait_ready(T).await;
 }
 
 #[tokio::test]
 async fn the_app_being_down_is_a_503_that_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let sidecar = Sidecar::start("gone", free_port(), &dir_registry(&dir), &[]).await;
-    let started = Instant::now();
-    let resp = client().get(sidecar.url("/")).send().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "an answer, not a hang");
+    let app_port = ClosedPort::new();
+    let sidecar = Sidecar::start("gone", app_port.port, &dir_registry(&dir), &[]).await;
+    // An answer, not a hang: the client gives up long before a hung request would end.
+    let resp = client().get(sidecar.url("/")).timeout(T).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["x-berth-error"], "app-unavailable");
     let body = resp.text().await.unwrap();
@@ -173,18 +178,11 @@ async fn proxies_http1_and_h2c_with_forwarding_headers_and_streamed_bodies() {
     assert_eq!(echo["version"], "HTTP/1.1", "the app speaks HTTP/1.1");
     assert!(echo["headers"]["host"].as_str().unwrap().starts_with("127.0.0.1:"), "{echo}");
 
-    // A streamed response arrives in pieces, not all at the end.
-    let mut resp = client().get(sidecar.url("/stream?chunks=5&ms=200")).send().await.unwrap();
-    let start = Instant::now();
-    let first = resp.chunk().await.unwrap().unwrap();
-    let first_after = start.elapsed();
-    let mut rest = Vec::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
-    assert_eq!(String::from_utf8_lossy(&first), "chunk 0\n");
-    assert!(String::from_utf8_lossy(&rest).ends_with("chunk 4\n"));
-    assert!(start.elapsed() > first_after + Duration::from_millis(600), "the chunks were not streamed");
+    // A streamed response arrives in pieces: its first chunk comes through while the app is
+    // still a minute away from sending the second.
+    let mut resp = client().get(sidecar.url("/stream?chunks=2&ms=60000")).send().await.unwrap();
+    let first = tokio::time::timeout(T, resp.chunk()).await.expect("the first chunk was held back");
+    assert_eq!(String::from_utf8_lossy(&first.unwrap().unwrap()), "chunk 0\n");
 }
 
 #[tokio::test]
@@ -198,8 +196,13 @@ async fn metrics_are_valid_prometheus_text() {
     }
     client().get(sidecar.url("/nope")).send().await.unwrap();
     let text = sidecar.metrics().await;
+    // Prometheus's own parser and linter: a malformed line, a missing HELP or TYPE fails.
+    assert_valid_metrics(&text, "the sidecar's /metrics");
+    // And the check can fail: the same page with one label value left unclosed is refused.
+    let broken = text.replacen("\"} ", "} ", 1);
+    assert!(!promtool_check(&broken).0, "promtool took a malformed line:\n{broken}");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
         let s = scrape
             .samples
@@ -280,4 +283,106 @@ async fn nacos_credentials_in_the_url_log_in_and_are_never_printed() {
     })
     .await;
     assert!(!admitted.proc.output().contains("s3cret-pass-9"), "a password was printed");
+}
+
+/// The sample app's own record of its health answers (`P` passed, `F` failed).
+async fn health_log(app: &App) -> String {
+    client().get(format!("http://{}/healthz/log", app.addr)).send().await.unwrap().text().await.unwrap()
+}
+
+/// Sets the sample app's health: `ok`, for the next `n` checks only (then the opposite).
+async fn set_health(app: &App, ok: bool, n: Option<u32>) {
+    let mut url = format!("http://{}/healthz?ok={ok}", app.addr);
+    if let Some(n) = n {
+        url.push_str(&format!("&for={n}"));
+    }
+    assert!(client().post(url).send().await.unwrap().status().is_success());
+}
+
+/// Waits until the answers given after `from` contain `pattern`.
+async fn answered(app: &App, from: usize, pattern: &str) {
+    eventually(T, &format!("the app answered {pattern} to its checks"), || async {
+        health_log(app).await.get(from..).is_some_and(|l| l.contains(pattern))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_thresholds_count_consecutive_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("counted").await;
+    set_health(&app, false, None).await;
+    let sidecar = Sidecar::start(
+        "counted",
+        app.addr.port(),
+        &dir_registry(&dir),
+        &["--app-health", "http:/healthz", "--healthy-threshold", "3", "--unhealthy-threshold", "3"],
+    )
+    .await;
+    answered(&app, 0, "FF").await;
+    // Two passes, then failing again: short of the healthy threshold, never registered.
+    let from = health_log(&app).await.len();
+    set_health(&app, true, Some(2)).await;
+    answered(&app, from, "PPF").await;
+    let m = sidecar.metrics().await;
+    assert_eq!(sample(&m, "berth_registrations_total"), Some(0.0), "two passes made it healthy");
+    assert_eq!(sidecar.lifecycle().await, "starting");
+    // Three in a row: healthy, registered, ready.
+    set_health(&app, true, None).await;
+    sidecar.wait_ready(T).await;
+    let log = health_log(&app).await;
+    assert!(log.ends_with("PPP"), "ready after fewer than three passes: {log}");
+
+    // Two failures, then passing again: short of the unhealthy threshold, never deregistered.
+    let from = log.len();
+    set_health(&app, false, Some(2)).await;
+    answered(&app, from, "FFP").await;
+    let m = sidecar.metrics().await;
+    assert_eq!(sample(&m, "berth_deregistrations_total"), Some(0.0), "two failures made it unhealthy");
+    assert_eq!(sidecar.ready().await, 200);
+    // Three: unhealthy, deregistered, unready.
+    set_health(&app, false, None).await;
+    eventually(T, "deregistered after three failures", || async {
+        sample(&sidecar.metrics().await, "berth_deregistrations_total") == Some(1.0)
+    })
+    .await;
+    assert_eq!(sidecar.ready().await, 503);
+    assert!(health_log(&app).await.ends_with("FFF"));
+}
+
+#[tokio::test]
+async fn an_http_dependency_gates_readiness_on_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("needy").await;
+    let db = App::start("db").await;
+    set_health(&db, false, None).await;
+    let dependency = format!("http://{}/healthz", db.addr);
+    let sidecar =
+        Sidecar::start("needy", app.addr.port(), &dir_registry(&dir), &["--dependency", &dependency]).await;
+    answered(&db, 0, "FF").await;
+    let state = sidecar.state().await;
+    assert!(state["failing"].to_string().contains(&dependency), "the dependency is named: {state}");
+    assert_eq!(sidecar.ready().await, 503, "a 503 from the dependency is a failure");
+    set_health(&db, true, None).await;
+    sidecar.wait_ready(T).await;
+    // A dependency answering 404 (a wrong path) fails too.
+    let missing = format!("http://{}/nope", db.addr);
+    let other =
+        Sidecar::start("needy", app.addr.port(), &dir_registry(&dir), &["--dependency", &missing]).await;
+    eventually(T, "the 404 dependency has failed", || async {
+        other.state().await["failing"].to_string().contains(&missing)
+    })
+    .await;
+    assert_eq!(other.ready().await, 503);
+}
+
+#[tokio::test]
+async fn asking_a_stopped_rnacos_for_instances_is_an_error_not_an_empty_list() {
+    // Every "not registered" and "deregistered" assertion reads rnacos's list: with rnacos
+    // down that must fail, not read as an empty list.
+    let mut nacos = Rnacos::start().await;
+    assert_eq!(nacos.try_instances("anything").await, Ok(Vec::new()));
+    nacos.stop();
+    let err = nacos.try_instances("anything").await.unwrap_err();
+    assert!(err.contains("listing anything in rnacos"), "{err}");
 }

@@ -38,6 +38,7 @@ pub struct CtlArgs {
         env = "BERTH_SERVER",
         value_name = "URL",
         default_value = "http://127.0.0.1:15080",
+        hide_env_values = true,
         global = true
     )]
     pub server: String,

@@ -82,3 +82,17 @@ seccompProfile:
 {{- printf "%s-tls" (include "berth.injector" .) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret the admin API reads BERTH_REGISTRY from, as JSON {name, key}; name empty for a
+literal registry. admin.registrySecret, else (unless admin.registry is set) the sidecars'. */}}
+{{- define "berth.adminRegistrySecret" -}}
+{{- $a := .Values.admin.registrySecret -}}
+{{- $s := .Values.sidecar.registrySecret -}}
+{{- if $a.name -}}
+{{- toJson (dict "name" $a.name "key" (default $s.key $a.key)) -}}
+{{- else if and $s.name (not .Values.admin.registry) -}}
+{{- toJson (dict "name" $s.name "key" $s.key) -}}
+{{- else -}}
+{{- toJson (dict "name" "" "key" "") -}}
+{{- end -}}
+{{- end -}}

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::Instance;
 
-pub use self::url::{InvalidRegistryUrl, RegistryUrl};
+pub use self::url::{InvalidRegistryUrl, RegistryUrl, password_of, without_password};
 
 /// The config group berth's own documents (traffic policies, their history) live in.
 pub const CONFIG_GROUP: &str = "BERTH";

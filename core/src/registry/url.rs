@@ -54,6 +54,23 @@ pub struct InvalidRegistryUrl(String);
 
 const FORMS: &str = "expected nacos://host:port[?namespace=NS&group=GROUP] or dir:///absolute/path";
 
+/// The password of `scheme://user:password@host…`, if the text has one (parsed or not: for
+/// error messages about text that may not parse).
+pub fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+}
+
+/// `text` with the password of every URL-like part it quotes replaced by `***`.
+pub fn without_password(url: &str, text: &str) -> String {
+    match password_of(url) {
+        Some(password) => text.replace(password, "***"),
+        None => text.to_owned(),
+    }
+}
+
 impl RegistryUrl {
     /// The directory registry under the user's data directory (`~/.local/share/berth/registry`
     /// on Linux), the default when no registry is given.

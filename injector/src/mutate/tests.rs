@@ -316,3 +316,42 @@ fn other_operations_and_kinds_pass_untouched() {
     update["request"]["operation"] = json!("UPDATE");
     assert!(run(&update, Scope::Namespace).unchanged(&update["request"]["object"]));
 }
+
+#[test]
+fn a_registry_secret_is_read_from_the_pods_namespace_and_never_written_in_the_spec() {
+    let literal = InjectConfig { registry: Some("nacos://nacos:8848".into()), ..InjectConfig::default() };
+    let reviewed = run_with(&literal, Some("berth-system"), &fixture(DEPLOYMENT_POD), Scope::Namespace);
+    let sidecar = assert_injected(&reviewed.typed(), &literal);
+    assert_eq!(env(&sidecar, "BERTH_REGISTRY"), Some("nacos://nacos:8848"));
+
+    let secret = crate::config::SecretKey { name: "nacos-credentials".into(), key: "registry".into() };
+    let config = InjectConfig { registry_secret: Some(secret), ..InjectConfig::default() };
+    let reviewed = run_with(&config, Some("berth-system"), &fixture(DEPLOYMENT_POD), Scope::Namespace);
+    let sidecar = assert_injected(&reviewed.typed(), &config);
+    let vars: Vec<_> = sidecar.env.iter().flatten().filter(|e| e.name == "BERTH_REGISTRY").collect();
+    assert_eq!(vars.len(), 1, "{vars:?}");
+    assert_eq!(vars[0].value, None, "no literal registry in the pod spec");
+    let from = vars[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str(), from.optional),
+        ("nacos-credentials", "registry", Some(false))
+    );
+    // The patch as sent, not just the typed pod: the Secret's reference, nothing else of it.
+    let patch = reviewed.response["patch"].to_string();
+    assert!(!patch.is_empty() && reviewed.pod.to_string().contains("secretKeyRef"));
+}
+
+#[test]
+fn the_sidecar_listens_for_outbound_where_the_apps_proxy_points() {
+    let config = InjectConfig {
+        ports: crate::config::Ports { inbound: 16006, outbound: 16001, admin: 16020 },
+        defaults: crate::config::Defaults { http_proxy: true, ..Default::default() },
+        ..InjectConfig::default()
+    };
+    let reviewed = run_with(&config, Some("berth-system"), &fixture(DEPLOYMENT_POD), Scope::Namespace);
+    let pod = reviewed.typed();
+    let sidecar = assert_injected(&pod, &config);
+    assert_eq!(env(&sidecar, "BERTH_OUTBOUND"), Some("127.0.0.1:16001"));
+    let app = pod.spec.as_ref().unwrap().containers.iter().find(|c| c.name != "berth-proxy").unwrap();
+    assert_eq!(env(app, "HTTP_PROXY"), Some("http://127.0.0.1:16001"));
+}

@@ -35,6 +35,15 @@ pub(super) fn args_from_file(
             one => vec![one],
         };
         for v in values {
+            // A switch (`no-lifecycle = true`) is its bare flag; clap takes no value for it.
+            if !arg.get_action().takes_values() {
+                match v {
+                    toml::Value::Boolean(true) => out.push(OsString::from(format!("--{key}"))),
+                    toml::Value::Boolean(false) => {}
+                    other => return Err(file_err(format!("`{key}` must be true or false, not {other}"))),
+                }
+                continue;
+            }
             let text = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),

@@ -154,16 +154,11 @@ async fn the_openapi_document_validates_and_matches_the_served_routes() {
     assert_eq!(wrong_method.body["error"], "method not allowed");
 }
 
-/// `openapi-spec-validator`: `$BERTH_OPENAPI_VALIDATOR`, else on `PATH` (scripts/deps installs it).
+/// `openapi-spec-validator`: `$BERTH_OPENAPI_VALIDATOR`, else where scripts/deps installs it.
 fn openapi_validator() -> String {
-    if let Ok(v) = std::env::var("BERTH_OPENAPI_VALIDATOR") {
-        return v;
-    }
-    let on_path = std::process::Command::new("sh").args(["-c", "command -v openapi-spec-validator"]).output();
-    match on_path.ok().filter(|o| o.status.success()) {
-        Some(o) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        None => panic!("openapi-spec-validator is not installed: run scripts/test.sh, which installs it"),
-    }
+    crate::support::tools::tool("BERTH_OPENAPI_VALIDATOR", "python/bin/openapi-spec-validator")
+        .display()
+        .to_string()
 }
 
 #[tokio::test]
@@ -178,6 +173,7 @@ async fn healthz_and_metrics_by_route_template() {
     admin.call(Method::GET, "/api/v1/services", None, None, None).await;
     let text = admin.call(Method::GET, "/metrics", None, None, None).await.body;
     let text = text.as_str().unwrap();
+    crate::support::tools::assert_valid_metrics(text, "berth admin /metrics");
     // Labels are printed sorted by name; route templates hold braces, so look for whole lines.
     for line in [
         r#"berth_admin_requests_total{method="PUT",route="/api/v1/services/{service}/weights",status_class="2xx"} 1"#,

@@ -18,7 +18,7 @@ struct Resume<'a>(&'a Proc);
 
 impl Drop for Resume<'_> {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").arg("-CONT").arg(self.0.pid().to_string()).status();
+        let _ = self.0.try_signal("CONT");
     }
 }
 

@@ -2,12 +2,15 @@
 //! 127.0.0.1 with ephemeral ports, killed when the test ends, and conditions with deadlines.
 
 pub mod admin;
+pub mod load;
 pub mod nacos;
+pub mod netns;
 pub mod process;
+pub mod tools;
 pub mod webhook;
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,9 +30,39 @@ pub fn berth() -> Command {
     cmd
 }
 
-/// A port nothing listens on (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port held without listening: connecting to it is refused, and no other socket
+/// can take it while this lives (it is bound without `SO_REUSEADDR`). [`ClosedPort::listen`]
+/// opens it later on the same port, with no window in which someone else could bind it.
+#[derive(Debug)]
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        ClosedPort::new()
+    }
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        ClosedPort { socket, port }
+    }
+
+    /// Starts listening on the port and accepting (each connection is dropped at once).
+    pub fn listen(self) -> tokio::task::JoinHandle<()> {
+        let listener = self.socket.listen(64).unwrap();
+        tokio::spawn(async move { while listener.accept().await.is_ok() {} })
+    }
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Polls `cond` every 25 ms until it is true; panics with `what` after `timeout`.

@@ -58,11 +58,29 @@ impl Proc {
         }
     }
 
-    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`, `INT`); fails the test when it
+    /// cannot.
     pub fn signal(&self, sig: &str) {
-        let status =
-            Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
-        assert!(status.success(), "kill -{sig} {} failed", self.name);
+        self.try_signal(sig).unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
+    }
+
+    /// Sends a signal by name, with kill(2) (no `kill` binary needed); for `Drop` guards that
+    /// must not panic.
+    pub fn try_signal(&self, sig: &str) -> std::io::Result<()> {
+        use rustix::process::{Pid, Signal, kill_process};
+        let signal = match sig {
+            "TERM" => Signal::TERM,
+            "KILL" => Signal::KILL,
+            "STOP" => Signal::STOP,
+            "CONT" => Signal::CONT,
+            "INT" => Signal::INT,
+            other => return Err(std::io::Error::other(format!("no signal {other}"))),
+        };
+        let pid = i32::try_from(self.pid())
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other("bad pid"))?;
+        kill_process(pid, signal).map_err(std::io::Error::from)
     }
 
     /// The exit status, if the process has exited.
@@ -97,6 +115,31 @@ impl Proc {
             self.status = self.child.wait().ok();
         }
     }
+}
+
+/// The remote ports of the established TCP connections of process `pid` over IPv4 loopback:
+/// its sockets (`/proc/PID/fd`) matched by inode against `/proc/net/tcp`.
+pub fn connected_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local, remote (hex ip:port), state (01 = established), …, inode (field 9).
+            let established = f.get(3) == Some(&"01");
+            let remote = f.get(2)?.split(':').nth(1)?;
+            (established && inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)))
+                .then(|| u16::from_str_radix(remote, 16).ok())
+                .flatten()
+        })
+        .collect()
 }
 
 impl Drop for Proc {

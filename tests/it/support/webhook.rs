@@ -154,22 +154,21 @@ pub async fn call(
     Ok((status, body))
 }
 
-/// The response's patch, in either form the API server accepts: a JSON array of bytes (what
-/// kube's types write) or a base64 string (what Go's `[]byte` writes).
+/// The response's patch, read as the API server's Go decoder reads a `[]byte`: a base64
+/// string (Go's own encoding), or an array of numbers 0–255 (what kube's types write, which
+/// Go decodes element by element). Anything else fails.
 pub fn decode_patch(patch: &Value) -> json_patch::Patch {
     let bytes: Vec<u8> = match patch {
-        Value::Array(items) => items.iter().map(|b| u8::try_from(b.as_u64().unwrap()).unwrap()).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|b| {
+                b.as_u64().and_then(|n| u8::try_from(n).ok()).unwrap_or_else(|| panic!("not a byte: {b}"))
+            })
+            .collect(),
         Value::String(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
         other => panic!("a patch is bytes, not {other}"),
     };
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-/// The same patch as Go would encode it.
-pub fn as_base64(patch: &Value) -> Value {
-    let bytes: Vec<u8> =
-        patch.as_array().unwrap().iter().map(|b| u8::try_from(b.as_u64().unwrap()).unwrap()).collect();
-    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("the patch is not a JSON patch ({e})"))
 }
 
 /// An AdmissionReview of a pod creation, as the API server sends it.
