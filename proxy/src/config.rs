@@ -288,7 +288,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
+    pub(crate) fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
         ConfigError::Invalid { option: option.into(), value: value.to_string(), allowed: allowed.into() }
     }
 }

@@ -18,6 +18,7 @@ pub mod body;
 pub mod config;
 pub mod drain;
 pub mod endpoint;
+pub mod gateway;
 pub mod headers;
 pub mod health;
 pub mod inbound;
@@ -226,7 +227,7 @@ async fn linger(outbound: &outbound::Outbound, drain: &Drain, config: &Config) {
 /// The first SIGTERM or SIGINT starts the drain (or joins one a `/drain` request started: in
 /// Kubernetes the kubelet signals the sidecar while the app's preStop hook calls `/drain`);
 /// the next signal forces it.
-async fn signals(drain: Arc<Drain>) {
+pub(crate) async fn signals(drain: Arc<Drain>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {

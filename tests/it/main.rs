@@ -12,6 +12,7 @@ mod consumer;
 mod ctl;
 mod drain;
 mod faults_outbound;
+mod gateway;
 mod grpc;
 mod image;
 mod injector;

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub use self::forward::Forward;
-use self::signal::{ConnectionControl, Signal};
+pub(crate) use self::signal::{ConnectionControl, Signal};
 use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
 use crate::track::Track;
@@ -110,8 +110,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) 
     open.dec();
 }
 
-/// Resolves when this connection should close gracefully.
-async fn close_requested(phase: &mut watch::Receiver<Phase>, control: &ConnectionControl) {
+/// Resolves when this connection should close gracefully (the gateway's connections too).
+pub(crate) async fn close_requested(phase: &mut watch::Receiver<Phase>, control: &ConnectionControl) {
     loop {
         let now = *phase.borrow_and_update();
         if now >= Phase::Closing || (now >= Phase::Draining && control.h2.load(Ordering::Relaxed)) {

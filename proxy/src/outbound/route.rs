@@ -209,11 +209,19 @@ fn resolve(req: &Request<Incoming>, lanes: &lane::Lanes) -> Result<(target::Targ
     if req.method() == Method::CONNECT {
         return Err(Error::ConnectUnsupported);
     }
-    let host_header = req.headers().get(HOST).and_then(|h| h.to_str().ok());
-    let target = target::resolve(req.uri(), host_header).map_err(|e| match e {
-        target::TargetError::BadSymbol(detail) => Error::BadSymbol(format!("the path prefix: {detail}")),
-        e => Error::NoService(e),
-    })?;
+    let target = match req.extensions().get::<target::Target>() {
+        // The edge (`berth gateway`) routed it already, against its allow-list.
+        Some(routed) => routed.clone(),
+        None => {
+            let host_header = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+            target::resolve(req.uri(), host_header).map_err(|e| match e {
+                target::TargetError::BadSymbol(detail) => {
+                    Error::BadSymbol(format!("the path prefix: {detail}"))
+                }
+                e => Error::NoService(e),
+            })?
+        }
+    };
     let carried = lanes.carried(req.headers()).map_err(|e| Error::BadSymbol(e.to_string()))?;
     let asked = carried.or_else(|| Some(Wanted { symbol: target.symbol.clone()?, source: Source::Prefix }));
     Ok((target, asked))
