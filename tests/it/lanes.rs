@@ -195,3 +195,17 @@ async fn an_app_that_forwards_nothing_keeps_the_lane_for_its_first_hop_only() {
     let both = [("x-team", "x"), ("baggage", "berth.symbol=stable")];
     assert_eq!(fleet.path("a,b", "baggage", &both).await, ["a-stable", "b-stable"]);
 }
+
+/// `berth demo --lanes` shows a lane across two services, and says so only when every request
+/// took the path its case wants.
+#[tokio::test]
+async fn the_lanes_demo_shows_a_lane_across_two_services() {
+    let mut cmd = crate::support::berth();
+    cmd.args(["demo", "--lanes"]);
+    let mut demo = crate::support::Proc::spawn("demo --lanes", cmd);
+    assert!(demo.wait_exit(Duration::from_secs(120)).await.success(), "{}", demo.output());
+    let out = demo.output();
+    assert_eq!(out.matches("as wanted").count(), 4, "{out}");
+    assert!(out.contains("a-feature-x → b-feature-x (20)"), "{out}");
+    assert!(out.contains("a-stable → b-stable (20)"), "{out}");
+}
