@@ -307,3 +307,123 @@ async fn the_gateway_drains_without_losing_a_request() {
     let tally = load.stop().await;
     assert_eq!(failures(&tally), 0, "{tally:?}");
 }
+
+/// Every bad input exits 64 naming the option; `--help` explains the allow-list and shows no
+/// registry password from the environment.
+#[test]
+fn bad_gateway_configuration_exits_64_naming_the_option() {
+    let ok = ["--registry", "dir:///tmp/berth-test-unused", "--expose", "user"];
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--expose", "user"], "--registry", "registry"),
+        (&["--expose", "bad/name"], "--expose", "service name"),
+        (&["--lane-headers", "baggage"], "--lane-headers", "read already"),
+        (&["--drain-quiet", "0s"], "--drain-quiet", "longer than zero"),
+        (&["--drain-min", "30s", "--drain-timeout", "10s"], "--drain-timeout", "longer than --drain-min"),
+        (&["--listen", "0.0.0.0:9000", "--admin", "127.0.0.1:9000"], "--admin", "--listen"),
+        (&["--hedge-delay-min", "0s"], "--hedge-delay-min", "--no-hedge"),
+        (&["--registry", "http://nacos:8848"], "--registry", "nacos://"),
+        (&["--no-own-lane"], "--no-own-lane", ""),
+    ];
+    for (extra, option, allowed) in cases {
+        let mut cmd = berth();
+        cmd.arg("gateway");
+        // The first case leaves the registry out; the others take the good options first, so
+        // that theirs is the one that is wrong.
+        if extra[0] != "--expose" || extra[1] != "user" {
+            cmd.args(ok);
+        }
+        let out = cmd.args(*extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{extra:?}: {stderr}");
+        assert!(stderr.contains(option) && stderr.contains(allowed), "{extra:?}: {stderr}");
+    }
+    let help = berth()
+        .args(["gateway", "--help"])
+        .env("BERTH_REGISTRY", "nacos://u:hunter2-secret@nacos:8848")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--expose") && text.contains("404 not-exposed"), "{text}");
+    assert!(!text.contains("hunter2-secret"), "{text}");
+}
+
+/// The chart's gateway: off by default; on, a Deployment, Service, PDB and Ingress that agree
+/// with each other and validate against the Kubernetes schemas, the registry URL from its
+/// Secret; on without `gateway.expose`, a clear failure.
+#[test]
+fn chart_gateway_is_off_by_default_and_renders_what_it_promises() {
+    use crate::chart::{find, helm, objects, template, validate};
+    let default = objects(&template(&[]));
+    assert!(
+        default.iter().all(|o| o["metadata"]["labels"]["app.kubernetes.io/component"] != "gateway"),
+        "no gateway object by default"
+    );
+    let yaml = template(&["ci/gateway-values.yaml"]);
+    validate(&yaml, "the gateway values");
+    let all = objects(&yaml);
+    let deployment = find(&all, "Deployment", "berth-gateway");
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for want in [
+        "gateway",
+        "--listen=0.0.0.0:8080",
+        "--admin=0.0.0.0:15020",
+        "--expose=user,orders",
+        "--route-by-host",
+        "--lane-headers=x-mse-tag",
+        "--drain-min=10s",
+        "--drain-timeout=60s",
+        "--request-timeout=10s",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 65, "longer than the drain");
+    assert_eq!(pod["metadata"]["annotations"]["berth.io/inject"], "disabled");
+    let env = container["env"].to_string();
+    assert!(env.contains("secretKeyRef") && env.contains("nacos-credentials"), "{env}");
+    assert!(!args.iter().any(|a| a.starts_with("--registry")), "no URL on the command line");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "admin");
+    let service = find(&all, "Service", "berth-gateway");
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "selector {k}");
+    }
+    let target = service["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == target && p["containerPort"] == 8080)
+    );
+    assert_eq!(find(&all, "PodDisruptionBudget", "berth-gateway")["spec"]["minAvailable"], 2);
+    let ingress = find(&all, "Ingress", "berth-gateway");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(
+        (backend["name"].as_str(), backend["port"]["name"].as_str()),
+        (Some("berth-gateway"), Some("http"))
+    );
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+
+    let out = helm()
+        .args(["template", "berth", crate::chart::CHART, "--set", "gateway.enabled=true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gateway.expose: name the services"));
+    let out = helm()
+        .args([
+            "template",
+            "berth",
+            crate::chart::CHART,
+            "--set",
+            "gateway.enabled=true,gateway.expose={Bad Name}",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("/gateway/expose/0"), "{stderr}");
+}
