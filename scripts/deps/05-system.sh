@@ -13,6 +13,9 @@ elif ! "${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools/python/bin/python" -c '' 2>/
   rm -rf "$venv_probe"
 fi
 command -v ip >/dev/null || berth_system_missing+=(iproute2)
+# The blackholed-provider test drops a namespace's packets with iptables where the kernel has
+# no netem.
+command -v iptables >/dev/null || berth_system_missing+=(iptables)
 if [ "${#berth_system_missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing ${berth_system_missing[*]} (apt)"

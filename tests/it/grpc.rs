@@ -19,7 +19,7 @@ fn python() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    let p = cache.join("berth/tools/grpcio-1.84.0/bin/python");
+    let p = cache.join("berth/tools/grpcio/bin/python");
     assert!(
         p.exists(),
         "grpcio is not installed: run scripts/test.sh, which installs it (scripts/deps/40-grpcio.sh)"
@@ -51,8 +51,10 @@ async fn grpc_calls_statuses_and_berths_own_failures_cross_both_sidecars() {
     let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
     let provider = Sidecar::start("echo", port, &nacos.url(), &["--app-protocol", "h2c", "--no-hedge"]).await;
     provider.wait_ready(T).await;
-    // An instance nobody listens on, kept registered whatever happens (as a crashed one is).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // An instance nobody listens on, kept registered whatever happens (as a crashed one is);
+    // its port stays bound, unlistened, so nothing else can answer there.
+    let closed = crate::support::ClosedPort::new();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], closed.port));
     nacos.register_persistent("ghost", dead, "stable").await;
     let consumer_app = crate::support::App::start("consumer").await;
     let consumer =

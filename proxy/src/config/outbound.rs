@@ -16,8 +16,8 @@ pub struct OutboundArgs {
     #[arg(long, help_heading = "Outbound", env = "BERTH_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub connect_timeout: Duration,
 
-    /// How long an instance may take to answer an outbound request (its response headers);
-    /// `0s` for no limit.
+    /// How long an outbound request may take, every attempt included, until its response
+    /// headers; past it the app gets 504. `0s` for no limit.
     #[arg(long, help_heading = "Outbound", env = "BERTH_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub request_timeout: Duration,
 

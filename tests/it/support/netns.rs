@@ -13,6 +13,7 @@ pub struct Netns {
     pub host_ip: Ipv4Addr,
     pub ns_ip: Ipv4Addr,
     host_if: String,
+    ns_if: String,
 }
 
 /// `ip ARGS`; fails the test, saying why, when it fails.
@@ -56,9 +57,14 @@ impl Netns {
         };
         let host_ip = Ipv4Addr::new(net[0], net[1], net[2], net[3] + 1);
         let ns_ip = Ipv4Addr::new(net[0], net[1], net[2], net[3] + 2);
-        let netns =
-            Netns { name: format!("berth-test-{id}-{n}"), host_ip, ns_ip, host_if: format!("bt{id}x{n}h") };
         let ns_if = format!("bt{id}x{n}n");
+        let netns = Netns {
+            name: format!("berth-test-{id}-{n}"),
+            host_ip,
+            ns_ip,
+            host_if: format!("bt{id}x{n}h"),
+            ns_if: ns_if.clone(),
+        };
         ip(&["netns", "add", &netns.name]);
         // From here on, dropping cleans up even if a later step fails.
         ip(&["link", "add", &netns.host_if, "type", "veth", "peer", "name", &ns_if]);
@@ -109,6 +115,34 @@ impl Netns {
     /// The address `port` of the namespace has, seen from the host.
     pub fn addr(&self, port: u16) -> std::net::SocketAddr {
         std::net::SocketAddr::from((self.ns_ip, port))
+    }
+
+    /// From now on every packet between the namespace and the host is dropped — no RST, no
+    /// answer — as on a node that died or lost its network; the namespace's own loopback keeps
+    /// working. netem's 100% loss on both ends of the veth where the kernel has netem, else
+    /// DROP rules inside the namespace (iptables).
+    pub fn blackhole(&self) {
+        let netem = |ns: &[&str], dev: &str| {
+            Command::new("tc")
+                .args(ns)
+                .args(["qdisc", "add", "dev", dev, "root", "netem", "loss", "100%"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if netem(&[], &self.host_if) && netem(&["-n", &self.name], &self.ns_if) {
+            return;
+        }
+        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.name, "iptables", "-A", chain, "!", dir, "lo", "-j", "DROP"])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run ip: {e}"));
+            assert!(
+                out.status.success(),
+                "the kernel has no netem and iptables failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
 }
 
