@@ -24,12 +24,28 @@ use crate::metrics::{Metrics, STATUS_CLASSES, class_index};
 
 /// The label of requests that reached no instance.
 const NO_SYMBOL: &str = "none";
+/// The `grpc_status` label values: gRPC's 17 codes, then `other` for anything else.
+const GRPC_CODES: [&str; 18] =
+    ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "other"];
 
 /// One symbol's metric handles.
 #[derive(Debug)]
 struct SymbolHandles {
     duration: Histogram,
     by_class: [IntCounter; 5],
+    /// `berth_outbound_grpc_responses_total` by index in [`GRPC_CODES`], each looked up on its
+    /// first use (a series per code only once that code was seen).
+    by_grpc: [std::sync::OnceLock<IntCounter>; 18],
+    grpc: IntCounterVec,
+    labels: [String; 2],
+}
+
+impl SymbolHandles {
+    fn grpc(&self, code: usize) -> &IntCounter {
+        self.by_grpc[code].get_or_init(|| {
+            self.grpc.with_label_values(&[&self.labels[0], &self.labels[1], GRPC_CODES[code]])
+        })
+    }
 }
 
 /// A service's metric handles per symbol, looked up once each; read without a lock.
@@ -45,6 +61,9 @@ impl Handles {
             duration: metrics.outbound_duration.with_label_values(&[service, symbol]),
             by_class: STATUS_CLASSES
                 .map(|class| metrics.outbound_requests.with_label_values(&[service, symbol, class])),
+            by_grpc: Default::default(),
+            grpc: metrics.outbound_grpc.clone(),
+            labels: [service.to_owned(), symbol.to_owned()],
         });
         let key: Symbol = symbol.parse().unwrap_or_default();
         self.0.rcu(|list| {
@@ -137,7 +156,7 @@ impl<F: Future<Output = Result<Answer, Error>>> Future for Measured<F> {
         handles.duration.observe(this.started.elapsed().as_secs_f64());
         handles.by_class[class_index(status)].inc();
         Poll::Ready(match outcome {
-            Ok(Answer { response, .. }) if *this.grpc => Ok(count_grpc(response, metrics, service, symbol)),
+            Ok(Answer { response, .. }) if *this.grpc => Ok(count_grpc(response, handles)),
             Ok(Answer { response, .. }) => Ok(response),
             Err(e) => {
                 if *this.grpc {
@@ -145,7 +164,7 @@ impl<F: Future<Output = Result<Answer, Error>>> Future for Measured<F> {
                         Error::Answered { .. } => GrpcStatus::Unavailable,
                         e => GrpcStatus::for_http(e.status_and_code().0),
                     };
-                    grpc_counter(&metrics.outbound_grpc, service, symbol, &status.code().to_string()).inc();
+                    handles.grpc(usize::from(status.code())).inc();
                 }
                 Err(e)
             }
@@ -153,30 +172,22 @@ impl<F: Future<Output = Result<Answer, Error>>> Future for Measured<F> {
     }
 }
 
-fn grpc_counter(vec: &IntCounterVec, service: &Service, symbol: &str, status: &str) -> IntCounter {
-    vec.with_label_values(&[&service.name, symbol, status])
-}
-
 /// Counts a gRPC response by its `grpc-status`: in its headers (a trailers-only answer) or, once
 /// the body ends, in its trailers.
-fn count_grpc(resp: HttpResponse, metrics: &Metrics, service: &Service, symbol: &str) -> HttpResponse {
+fn count_grpc(resp: HttpResponse, handles: Arc<SymbolHandles>) -> HttpResponse {
     let (parts, inner) = resp.into_parts();
-    let counter = metrics.outbound_grpc.clone();
-    let labels = [service.name.clone(), symbol.to_owned()];
-    if let Some(status) = grpc_status(&parts.headers) {
-        counter.with_label_values(&[&labels[0], &labels[1], status]).inc();
+    if let Some(code) = grpc_status(&parts.headers) {
+        handles.grpc(code).inc();
         return HttpResponse::from_parts(parts, inner);
     }
-    let body = GrpcCounted { inner, counter: Some((counter, labels)) };
+    let body = GrpcCounted { inner, counter: Some(handles) };
     HttpResponse::from_parts(parts, body::boxed(body))
 }
 
-/// A bounded label: the status if it is one of gRPC's 17, else `other`.
-fn grpc_status(headers: &HeaderMap) -> Option<&'static str> {
-    const CODES: [&str; 17] =
-        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
+/// A bounded label: the index in [`GRPC_CODES`] of the status, `other` for none of gRPC's 17.
+fn grpc_status(headers: &HeaderMap) -> Option<usize> {
     let v = headers.get("grpc-status")?;
-    Some(CODES.iter().find(|c| c.as_bytes() == v.as_bytes()).copied().unwrap_or("other"))
+    Some(GRPC_CODES[..17].iter().position(|c| c.as_bytes() == v.as_bytes()).unwrap_or(17))
 }
 
 pin_project_lite::pin_project! {
@@ -184,7 +195,7 @@ pin_project_lite::pin_project! {
     struct GrpcCounted {
         #[pin]
         inner: Body,
-        counter: Option<(IntCounterVec, [String; 2])>,
+        counter: Option<Arc<SymbolHandles>>,
     }
 }
 
@@ -199,10 +210,10 @@ impl http_body::Body for GrpcCounted {
         let this = self.project();
         let frame = std::task::ready!(this.inner.poll_frame(cx));
         if let Some(Ok(f)) = &frame
-            && let Some(status) = f.trailers_ref().and_then(grpc_status)
-            && let Some((counter, labels)) = this.counter.take()
+            && let Some(code) = f.trailers_ref().and_then(grpc_status)
+            && let Some(handles) = this.counter.take()
         {
-            counter.with_label_values(&[&labels[0], &labels[1], status]).inc();
+            handles.grpc(code).inc();
         }
         Poll::Ready(frame)
     }
