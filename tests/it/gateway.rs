@@ -173,6 +173,26 @@ async fn the_gateway_routes_exposed_services_and_nothing_else() {
     );
 }
 
+/// `/ready` waits for the registry: a gateway started while rnacos is frozen answers 503
+/// naming the service it waits for, and 200 once rnacos answers again.
+#[tokio::test]
+async fn the_gateway_is_ready_only_once_its_registry_view_is_loaded() {
+    let nacos = Rnacos::start().await;
+    let registry = nacos.url();
+    let _web = provider(&registry, "web", "stable", "web-1", &[]).await;
+    nacos.pause();
+    let gw = Gateway::start(&registry, &["--expose", "web"]).await;
+    let url = format!("http://{}/ready", gw.admin);
+    for _ in 0..5 {
+        let resp = client().get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.text().await.unwrap().contains("waiting for the registry's instances of web"));
+    }
+    nacos.resume();
+    gw.wait_ready().await;
+    assert_eq!(who(client().get(gw.url("/web/")).send().await.unwrap()).await, "web-1");
+}
+
 /// Closed-loop clients GETting a URL until stopped (at most `max` requests in all), each
 /// request on a new connection, as independent outside clients.
 struct Load {
