@@ -53,7 +53,7 @@ impl Forward {
     /// The same forwarder, finding lanes in the headers `lanes` names (its own symbol aside:
     /// that is for the app's outbound calls).
     pub fn with_lanes(self, lanes: &Lanes) -> Self {
-        Forward { lanes: Arc::new(Lanes { aliases: lanes.aliases.clone(), own: None }), ..self }
+        Forward { lanes: Arc::new(lanes.without_own()), ..self }
     }
 
     /// The same forwarder for requests from `peer`.

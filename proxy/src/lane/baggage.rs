@@ -73,6 +73,11 @@ pub fn set(headers: &mut HeaderMap, key: &str, value: &str) {
     }
 }
 
+/// A `baggage` field holding only `key=value`, for a request that has no baggage yet.
+pub fn single(key: &str, value: &str) -> Option<HeaderValue> {
+    HeaderValue::try_from(format!("{key}={}", encode(value))).ok()
+}
+
 fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
 }

@@ -26,6 +26,9 @@
 
 pub mod baggage;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use berth_core::Symbol;
 use berth_core::policy::{CompiledPolicy, RequestView};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -80,12 +83,60 @@ pub struct Lanes {
     /// The calling sidecar's own symbol, the lane of requests that carry none; `None` with
     /// `--no-own-lane`, for `stable` and for programs without one (the gateway).
     pub own: Option<Symbol>,
+    /// The header values of the last lane written.
+    stamps: Arc<ArcSwapOption<Stamp>>,
+}
+
+/// One lane's header values, built once: a sidecar's requests mostly keep one lane, and
+/// building them is most of what a lane costs a request (a `HeaderValue` clone is a reference
+/// count).
+#[derive(Debug)]
+struct Stamp {
+    symbol: Symbol,
+    header: HeaderValue,
+    /// `baggage` with only the lane, for requests without baggage of their own.
+    baggage: HeaderValue,
 }
 
 impl Lanes {
     /// Lanes with these alias headers and, unless it is `stable`, this own symbol.
     pub fn new(aliases: Vec<HeaderName>, own: Option<Symbol>) -> Lanes {
-        Lanes { aliases, own: own.filter(|s| s.as_str() != Symbol::DEFAULT) }
+        Lanes { aliases, own: own.filter(|s| s.as_str() != Symbol::DEFAULT), stamps: Arc::default() }
+    }
+
+    /// The same aliases, without an own symbol (the provider side: its own symbol is for its
+    /// app's outbound calls, not for the requests it receives).
+    pub fn without_own(&self) -> Lanes {
+        Lanes { own: None, ..self.clone() }
+    }
+
+    /// Writes `lane` into a request for the next hop: `x-berth-symbol` and the baggage entry
+    /// (every other baggage member kept).
+    pub fn stamp(&self, headers: &mut HeaderMap, lane: &Symbol) {
+        let Some((header, only)) = self.values(lane) else { return };
+        if headers.get(&SYMBOL) != Some(&header) {
+            headers.insert(SYMBOL, header);
+        }
+        if headers.contains_key(&baggage::BAGGAGE) {
+            baggage::set(headers, BAGGAGE_KEY, lane.as_str());
+        } else {
+            headers.insert(baggage::BAGGAGE, only);
+        }
+    }
+
+    /// `lane`'s two header values, from the cache or built (and cached) now.
+    fn values(&self, lane: &Symbol) -> Option<(HeaderValue, HeaderValue)> {
+        if let Some(s) = self.stamps.load().as_ref().filter(|s| s.symbol == *lane) {
+            return Some((s.header.clone(), s.baggage.clone()));
+        }
+        let stamp = Stamp {
+            symbol: lane.clone(),
+            header: HeaderValue::from_str(lane.as_str()).ok()?,
+            baggage: baggage::single(BAGGAGE_KEY, lane.as_str())?,
+        };
+        let values = (stamp.header.clone(), stamp.baggage.clone());
+        self.stamps.store(Some(Arc::new(stamp)));
+        Some(values)
     }
 
     /// The lane a request carries in its headers (sources 1–3).
@@ -123,22 +174,12 @@ impl Lanes {
     }
 }
 
-/// Writes `lane` into a request for the next hop: `x-berth-symbol` and the baggage entry.
-pub fn stamp(headers: &mut HeaderMap, lane: &Symbol) {
-    if headers.get(&SYMBOL).is_none_or(|v| v.as_bytes() != lane.as_str().as_bytes())
-        && let Ok(v) = HeaderValue::from_str(lane.as_str())
-    {
-        headers.insert(SYMBOL, v);
-    }
-    baggage::set(headers, BAGGAGE_KEY, lane.as_str());
-}
-
 /// The provider side: a request that carries a lane reaches the app with it in both forms, so
 /// that an app forwarding either keeps it. A request without one (or with a bad
 /// `x-berth-symbol`, which is the caller's business) passes as it came.
 pub fn hand_to_app(headers: &mut HeaderMap, lanes: &Lanes) {
     if let Ok(Some(lane)) = lanes.carried(headers) {
-        stamp(headers, &lane.symbol);
+        lanes.stamp(headers, &lane.symbol);
     }
 }
 

@@ -100,9 +100,19 @@ fn bad_values_fail_only_in_x_berth_symbol() {
 #[test]
 fn stamping_sets_header_and_baggage_and_keeps_the_rest() {
     let mut h = headers(&[("baggage", "userId=7;p,berth.symbol=old"), ("x-berth-symbol", "old")]);
-    stamp(&mut h, &sym("feature-x"));
+    let l = lanes(None);
+    l.stamp(&mut h, &sym("feature-x"));
     assert_eq!(h["x-berth-symbol"], "feature-x");
     assert_eq!(h["baggage"], "userId=7;p,berth.symbol=feature-x");
+    // The cached values of one lane are not another's.
+    for lane in ["feature-x", "canary", "feature-x", "blue"] {
+        let mut h = HeaderMap::new();
+        l.stamp(&mut h, &sym(lane));
+        assert_eq!(
+            (h["x-berth-symbol"].to_str().unwrap(), h["baggage"].to_str().unwrap()),
+            (lane, format!("berth.symbol={lane}").as_str())
+        );
+    }
 }
 
 #[test]

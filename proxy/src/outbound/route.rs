@@ -263,7 +263,7 @@ fn prepare(
     // Rules look at the headers the instance would get; a lane then travels in them.
     let wanted = lanes.resolve(asked, &service.policy.load().compiled, &View(&parts.headers));
     if let Some(lane) = wanted.as_ref().filter(|w| w.is_lane()) {
-        lane::stamp(&mut parts.headers, &lane.symbol);
+        lanes.stamp(&mut parts.headers, &lane.symbol);
     }
     let body = if incoming.is_end_stream() || incoming.size_hint().exact() == Some(0) {
         Payload::Empty
