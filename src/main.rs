@@ -36,7 +36,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::from(2),
-                _ => ExitCode::from(berth_proxy::config::EXIT_CONFIG),
+                _ => ExitCode::from(berth_core::options::EXIT_CONFIG),
             };
         }
     };

@@ -15,7 +15,7 @@ use crate::events::webhook::Target;
 use crate::tls::TlsError;
 
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
-pub const EXIT_CONFIG: u8 = 64;
+pub use berth_core::options::EXIT_CONFIG;
 
 /// `berth admin`: the control-plane HTTP API.
 #[derive(Debug, Clone, Args)]
@@ -48,7 +48,7 @@ pub struct AdminArgs {
 
     /// How long after registration an instance counts as `warming`, for instances that do not
     /// say (berth sidecars register their `--warmup` as `berth.warmup`).
-    #[arg(long, env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "BERTH_WARMUP", value_name = "DURATION", default_value = berth_core::defaults::WARMUP_TEXT, value_parser = duration)]
     pub warmup: Duration,
 
     /// How long the zombie probe, and each request to a sidecar's admin port, waits for a
@@ -142,9 +142,7 @@ impl clap::builder::TypedValueParser for RegistryParser {
 }
 
 /// Parses a human duration: `500ms`, `5s`, `1m30s`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 500ms, 5s or 1m"))
-}
+pub use berth_core::options::duration;
 
 impl AdminArgs {
     /// Checks everything and loads the token file and TLS files.

@@ -160,17 +160,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 /// On SIGTERM or SIGINT, stops the scanner and the event streams, stops accepting and lets
 /// open requests finish.
 async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>, stop: tokio::sync::watch::Sender<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
+    let signal = berth_core::shutdown::requested().await;
+    tracing::info!(signal, "shutting down");
     let _ = stop.send(true);
     handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 pub const CONCURRENCY: usize = 16;
 
 /// The header a berth sidecar puts on the errors it writes itself.
-pub const ERROR_HEADER: &str = "x-berth-error";
+pub use berth_core::header::ERROR as ERROR_HEADER;
 
 /// A registered instance that failed its probe.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

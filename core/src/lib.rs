@@ -5,12 +5,20 @@
 //! registration. Instances live in a [`registry::Registry`]: Nacos in production, a directory
 //! on a laptop or in the demo. The sidecar registers through it, consumers watch it, and admin
 //! reads and writes traffic policies through it.
+//!
+//! The words the programs share on the wire and on their command lines live here too, each
+//! written once: the [`header`] names, the [`check`]s, [`options`] parsers and the [`defaults`].
 
+pub mod check;
+pub mod defaults;
+pub mod header;
 pub mod instance;
 pub mod lifecycle;
 pub mod metadata;
+pub mod options;
 pub mod policy;
 pub mod registry;
+pub mod shutdown;
 pub mod symbol;
 
 pub use instance::Instance;

@@ -23,7 +23,6 @@ pub const WARMUP: &str = "berth.warmup";
 /// it sent; those routes are read-only and carry no secrets.
 pub const ADMIN_PORT: &str = "berth.admin_port";
 
-/// The response header that carries the read-only signal.
-pub const LIFECYCLE_HEADER: &str = "x-berth-lifecycle";
-/// The value of [`LIFECYCLE_HEADER`] while an instance drains.
-pub const DRAINING: &str = "draining";
+/// The response header that carries the read-only signal, and its value while draining
+/// (defined with the other header names).
+pub use crate::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};

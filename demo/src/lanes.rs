@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use berth_core::header::SYMBOL;
 use http::{Method, StatusCode};
 
 use crate::fleet::{FleetError, Proc, app_port, field};
@@ -22,33 +23,28 @@ const PER_CASE: usize = 20;
 
 /// One case: what the edge request carries, what the apps forward, the path wanted.
 struct Case {
-    label: &'static str,
     headers: &'static [(&'static str, &'static str)],
     forward: &'static str,
     want: &'static str,
 }
 
 const CASES: [Case; 4] = [
-    Case { label: "no lane", headers: &[], forward: "baggage", want: "a-stable → b-stable" },
+    Case { headers: &[], forward: "baggage", want: "a-stable → b-stable" },
+    Case { headers: &[(SYMBOL, "feature-x")], forward: "baggage", want: "a-feature-x → b-feature-x" },
     Case {
-        label: "x-berth-symbol: feature-x",
-        headers: &[("x-berth-symbol", "feature-x")],
-        forward: "baggage",
-        want: "a-feature-x → b-feature-x",
-    },
-    Case {
-        label: "baggage: berth.symbol=feature-x",
         headers: &[("baggage", "userId=7,berth.symbol=feature-x")],
         forward: "baggage",
         want: "a-feature-x → b-feature-x",
     },
-    Case {
-        label: "x-berth-symbol: feature-x",
-        headers: &[("x-berth-symbol", "feature-x")],
-        forward: "none",
-        want: "a-feature-x → b-feature-x",
-    },
+    Case { headers: &[(SYMBOL, "feature-x")], forward: "none", want: "a-feature-x → b-feature-x" },
 ];
+
+impl Case {
+    /// What the edge request carries, as a header line.
+    fn label(&self) -> String {
+        self.headers.first().map_or_else(|| "no lane".to_owned(), |(k, v)| format!("{k}: {v}"))
+    }
+}
 
 /// An app and its sidecar; the sidecar's outbound address.
 struct Hop {
@@ -155,7 +151,7 @@ pub async fn run(registry: Option<String>, scratch: &Path) -> Result<bool, Fleet
         sees_all(&http, hop).await?;
     }
     println!("\nlanes (a → b, {PER_CASE} requests per case, sent by a stable client at the edge):");
-    println!("  {:<34} {:<10} {:<32} result", "edge request carries", "apps copy", "path taken");
+    println!("  {:<42} {:<10} {:<32} result", "edge request carries", "apps copy", "path taken");
     let mut all_ok = true;
     for case in &CASES {
         let mut paths: BTreeMap<String, usize> = BTreeMap::new();
@@ -166,7 +162,7 @@ pub async fn run(registry: Option<String>, scratch: &Path) -> Result<bool, Fleet
         all_ok &= ok;
         let taken: Vec<String> = paths.iter().map(|(p, n)| format!("{p} ({n})")).collect();
         let verdict = if ok { "as wanted".to_owned() } else { format!("WANTED {}", case.want) };
-        println!("  {:<34} {:<10} {:<32} {verdict}", case.label, case.forward, taken.join(", "));
+        println!("  {:<42} {:<10} {:<32} {verdict}", case.label(), case.forward, taken.join(", "));
     }
     drop((hops, edge));
     Ok(all_ok)

@@ -172,7 +172,8 @@ async fn one(
     let resp = client.request(req).await.map_err(|e| format!("connection error: {e}"))?;
     let status = resp.status();
     let symbol = resp.headers().get("x-app-symbol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let berth_error = resp.headers().get("x-berth-error").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let berth_error =
+        resp.headers().get(berth_core::header::ERROR).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = resp.into_body().collect().await;
     match (status.as_u16(), symbol, body) {
         (200, Some(symbol), Ok(_)) => Ok(symbol),

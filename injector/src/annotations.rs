@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_core::Symbol;
-use berth_proxy::config::{AppHealth, Check};
+use berth_core::check::{AppHealth, Check};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::config::InjectConfig;
@@ -129,10 +129,10 @@ impl PodSettings {
         };
         let duration = |key: &'static str, default: Duration| match get(key) {
             None => Ok(default),
-            Some((k, v)) => berth_proxy::config::duration(v).map_err(|e| bad(k, v, e)),
+            Some((k, v)) => berth_core::options::duration(v).map_err(|e| bad(k, v, e)),
         };
         let service = match get(SERVICE) {
-            Some((k, v)) => berth_proxy::config::service_name(v).map_err(|e| bad(k, v, e))?,
+            Some((k, v)) => berth_core::options::service_name(v).map_err(|e| bad(k, v, e))?,
             None => default_service(pod)?,
         };
         let symbol = match get(SYMBOL) {
@@ -208,7 +208,7 @@ impl PodSettings {
 fn default_service(pod: &Pod) -> Result<String, AnnotationError> {
     let label = labels(pod).and_then(|l| l.get("app.kubernetes.io/name").or_else(|| l.get("app")));
     match label {
-        Some(name) => berth_proxy::config::service_name(name).map_err(|e| AnnotationError {
+        Some(name) => berth_core::options::service_name(name).map_err(|e| AnnotationError {
             key: SERVICE,
             value: name.clone(),
             allowed: format!("the pod's app label is not a usable service name ({e}); set {SERVICE}"),

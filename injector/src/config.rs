@@ -9,15 +9,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_core::defaults;
 use clap::Args;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Deserializer};
 
-/// Bad configuration: which option or key, which value, what is allowed (the sidecar's type).
-pub use berth_proxy::config::ConfigError;
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
-pub use berth_proxy::config::EXIT_CONFIG;
+pub use berth_core::options::EXIT_CONFIG;
+
+/// Bad configuration: which option or key, which value, what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value '{value}' for '{option}': {allowed}")]
+    Invalid { option: String, value: String, allowed: String },
+    #[error("config file {path}: {detail}")]
+    File { path: PathBuf, detail: String },
+}
 
 /// `berth injector`: the mutating admission webhook.
 #[derive(Debug, Clone, Args)]
@@ -37,7 +45,7 @@ pub struct InjectorArgs {
     pub tls_key: PathBuf,
 
     /// How often the certificate and key files are checked for changes.
-    #[arg(long, env = "BERTH_TLS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = berth_proxy::config::duration)]
+    #[arg(long, env = "BERTH_TLS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = berth_core::options::duration)]
     pub tls_reload_interval: Duration,
 
     /// Injection defaults (YAML): sidecar image, resources, ports, registry, native sidecar
@@ -79,7 +87,11 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports { inbound: 15006, outbound: 15001, admin: 15020 }
+        Ports {
+            inbound: defaults::INBOUND_PORT,
+            outbound: defaults::OUTBOUND_PORT,
+            admin: defaults::ADMIN_PORT,
+        }
     }
 }
 
@@ -120,11 +132,11 @@ pub struct Defaults {
 impl Default for Defaults {
     fn default() -> Self {
         Defaults {
-            register_delay: Duration::ZERO,
-            warmup: Duration::from_secs(30),
-            drain_min: Duration::from_secs(5),
-            drain_quiet: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(30),
+            register_delay: defaults::REGISTER_DELAY,
+            warmup: defaults::WARMUP,
+            drain_min: defaults::DRAIN_MIN,
+            drain_quiet: defaults::DRAIN_QUIET,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
             http_proxy: false,
         }
     }
@@ -192,7 +204,7 @@ impl Default for InjectConfig {
             ports: Ports::default(),
             defaults: Defaults::default(),
             no_proxy: "localhost,127.0.0.1,::1,.svc,.cluster.local".into(),
-            grace_period_margin: Duration::from_secs(5),
+            grace_period_margin: defaults::GRACE_PERIOD_MARGIN,
             strict_grace_period: false,
             fail_closed: false,
             exclude_namespaces: Vec::new(),
@@ -216,7 +228,7 @@ fn is_dns_subdomain(name: &str) -> bool {
 
 fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    berth_proxy::config::duration(&s).map_err(serde::de::Error::custom)
+    berth_core::options::duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl InjectConfig {
@@ -253,7 +265,7 @@ impl InjectConfig {
             return Err(invalid("imagePullPolicy", &self.image_pull_policy, "Always, IfNotPresent or Never"));
         }
         if let Some(registry) = &self.registry {
-            let shown = match berth_proxy::config::password_of(registry) {
+            let shown = match berth_core::registry::password_of(registry) {
                 Some(password) => registry.replace(password, "***"),
                 None => registry.clone(),
             };

@@ -129,20 +129,6 @@ fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
 
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
+    let signal = berth_core::shutdown::requested().await;
+    tracing::info!(signal, "shutting down");
 }

@@ -20,9 +20,9 @@ use crate::config::{InjectConfig, SecretKey};
 
 /// The sidecar container's name; a pod with a container of this name is already injected.
 pub const CONTAINER_NAME: &str = "berth-proxy";
-/// The header the preStop hook carries the drain token in (the sidecar's
-/// `berth_proxy::admin::DRAIN_TOKEN_HEADER`).
-pub const DRAIN_TOKEN_HEADER: &str = berth_proxy::admin::DRAIN_TOKEN_HEADER;
+/// The header the preStop hook carries the drain token in (the one the sidecar's `/drain`
+/// reads).
+pub use berth_core::header::DRAIN_TOKEN as DRAIN_TOKEN_HEADER;
 /// The sidecar's writable scratch volume, mounted at `/tmp` (its root filesystem is read-only).
 pub const SCRATCH_VOLUME: &str = "berth-tmp";
 /// The preStop hook's path: it answers once the drain is over.

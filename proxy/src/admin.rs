@@ -14,18 +14,20 @@
 //! in `x-berth-drain-token`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::body::{HttpResponse, full};
@@ -33,9 +35,10 @@ use crate::config::DrainToken;
 use crate::drain::Drain;
 use crate::lifecycle::State;
 use crate::metrics::Metrics;
+use crate::serve::{self, Connection, Stopped};
 
 /// The header carrying the drain token.
-pub const DRAIN_TOKEN_HEADER: &str = "x-berth-drain-token";
+pub use berth_core::header::DRAIN_TOKEN as DRAIN_TOKEN_HEADER;
 
 /// What the admin routes read.
 #[derive(Debug)]
@@ -49,37 +52,47 @@ pub struct Admin {
     pub outbound: Arc<crate::outbound::Outbound>,
 }
 
-/// Serves the admin port until `stop` fires, then lets open requests (a `/drain?wait=true`
-/// answering "stopped") finish.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
-        };
-        let admin = admin.clone();
-        let svc = service_fn(move |req| {
-            let admin = admin.clone();
-            async move { Ok::<_, Infallible>(admin.route(req, peer).await) }
-        });
-        let conn =
-            auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
+/// How long open admin requests may take to finish once the port stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the admin port until `stop` resolves, then lets open requests (a
+/// `/drain?wait=true` answering "stopped") finish.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: impl Future<Output = ()>) -> Stopped {
+    serve::serve("admin", listener, stop, STOP_GRACE, Arc::default(), move |stream, peer, this| {
+        connection(stream, peer, admin.clone(), this)
+    })
+    .await
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, this: Arc<Connection>) {
+    let svc = TowerToHyperService::new(Routes { admin, peer });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    serve::http(conn, &this).await;
+}
+
+/// The admin routes for one connection's peer.
+// A named service rather than a closure: with a closure's anonymous future, rustc cannot
+// prove the connection's future `Send` inside hyper's generic connection.
+#[derive(Clone, Debug)]
+struct Routes {
+    admin: Arc<Admin>,
+    peer: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for Routes {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let (admin, peer) = (self.admin.clone(), self.peer);
+        Box::pin(async move { Ok(admin.route(req, peer).await) })
+    }
 }
 
 impl Admin {

@@ -15,7 +15,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub type HttpResponse = Response<Body>;
 
 /// The header that says why berth, not the app, answered with an error.
-pub const ERROR_HEADER: &str = "x-berth-error";
+pub use berth_core::header::ERROR as ERROR_HEADER;
 
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

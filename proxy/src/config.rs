@@ -10,20 +10,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_core::Symbol;
+use berth_core::defaults;
 use berth_core::registry::RegistryUrl;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
-mod check;
 mod file;
 mod no_echo;
 mod outbound;
 
-pub use check::{AppHealth, Check};
+pub use berth_core::check::{AppHealth, Check};
+/// Exit code for bad configuration (EX_USAGE), as for every berth program.
+pub use berth_core::options::EXIT_CONFIG;
+pub use berth_core::options::{duration, service_name};
 pub use no_echo::{NoEcho, password_of};
 pub use outbound::OutboundArgs;
-
-/// Exit code for bad configuration (EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
 
 /// `berth proxy`: the sidecar beside an app.
 #[derive(Debug, Clone, Args)]
@@ -100,13 +100,37 @@ pub struct ProxyArgs {
     #[arg(long, help_heading = "Health", env = "BERTH_UNHEALTHY_THRESHOLD", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
     pub unhealthy_threshold: u32,
 
+    // The inbound request path: how the sidecar's connections to the app are bounded, and
+    // how long the app may take.
+    /// Connections the sidecar lends to requests for the app at a time (on HTTP/1.1 one per
+    /// request in progress; with `--app-protocol h2c` the streams on its connection). Requests
+    /// beyond it wait for a free one.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_MAX_CONNECTIONS", value_name = "N", default_value = "128", value_parser = clap::value_parser!(u32).range(1..))]
+    pub app_max_connections: u32,
+
+    /// New connections to the app opened at once: a burst of requests does not become a
+    /// burst of connects against the app's accept backlog.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_MAX_CONNECTING", value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..))]
+    pub app_max_connecting: u32,
+
+    /// How long a request may wait for a connection to the app (a free one, a new one, or
+    /// connects retried while the app's health check passes and its backlog is full) before
+    /// it is answered `503 app-unavailable`.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_QUEUE_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub app_queue_timeout: Duration,
+
+    /// How long the app may take to answer a request (its response headers) before the
+    /// sidecar answers `504 app-timeout`; `0s` for no limit.
+    #[arg(long, help_heading = "App", env = "BERTH_APP_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub app_request_timeout: Duration,
+
     /// Where the sidecar accepts the app's inbound traffic (the address registered in Nacos).
     #[arg(
         long,
         help_heading = "Listeners and registry",
         env = "BERTH_INBOUND",
         value_name = "ADDR",
-        default_value = "0.0.0.0:15006"
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::INBOUND_PORT))
     )]
     pub inbound: SocketAddr,
 
@@ -116,7 +140,7 @@ pub struct ProxyArgs {
         help_heading = "Listeners and registry",
         env = "BERTH_ADMIN",
         value_name = "ADDR",
-        default_value = "0.0.0.0:15020"
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::ADMIN_PORT))
     )]
     pub admin: SocketAddr,
 
@@ -138,25 +162,25 @@ pub struct ProxyArgs {
     pub registry: Option<RegistryUrl>,
 
     /// How long the app must stay healthy before it is registered.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = defaults::REGISTER_DELAY_TEXT, value_parser = duration)]
     pub register_delay: Duration,
 
     /// How long after registration consumers ramp this instance's share up (slow start).
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_WARMUP", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_WARMUP", value_name = "DURATION", default_value = defaults::WARMUP_TEXT, value_parser = duration)]
     pub warmup: Duration,
 
     /// How long a drain keeps accepting (and answering with the read-only signal) before it may
     /// end; at least twice the registry's push delay.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_MIN", value_name = "DURATION", default_value = defaults::DRAIN_MIN_TEXT, value_parser = duration)]
     pub drain_min: Duration,
 
     /// After drain-min, the drain ends once no request has arrived for this long and none is in
     /// flight.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_QUIET", value_name = "DURATION", default_value = defaults::DRAIN_QUIET_TEXT, value_parser = duration)]
     pub drain_quiet: Duration,
 
     /// The drain is forced to end (exit code 2) this long after it started.
-    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, help_heading = "Lifecycle", env = "BERTH_DRAIN_TIMEOUT", value_name = "DURATION", default_value = defaults::DRAIN_TIMEOUT_TEXT, value_parser = duration)]
     pub drain_timeout: Duration,
 
     /// Where the app's outbound calls arrive (as an HTTP proxy, by Host, or by path prefix).
@@ -165,7 +189,7 @@ pub struct ProxyArgs {
         help_heading = "Listeners and registry",
         env = "BERTH_OUTBOUND",
         value_name = "ADDR",
-        default_value = "127.0.0.1:15001"
+        default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, defaults::OUTBOUND_PORT))
     )]
     pub outbound: SocketAddr,
 
@@ -245,6 +269,8 @@ pub struct Config {
     pub app_protocol: AppProtocol,
     pub app_health: AppHealth,
     pub app_version: String,
+    /// The app pool's bounds and the inbound request timeout.
+    pub app_pool: crate::inbound::AppSettings,
     pub dependencies: Vec<Check>,
     pub health: HealthTiming,
     pub inbound: SocketAddr,
@@ -290,20 +316,6 @@ pub enum ConfigError {
 impl ConfigError {
     pub(crate) fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
         ConfigError::Invalid { option: option.into(), value: value.to_string(), allowed: allowed.into() }
-    }
-}
-
-/// Parses a human duration: `500ms`, `5s`, `1m30s`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 500ms, 5s or 1m"))
-}
-
-/// Checks a service name (the injector checks `berth.io/service` with it too).
-pub fn service_name(s: &str) -> Result<String, String> {
-    if berth_core::registry::is_service_name(s) {
-        Ok(s.to_owned())
-    } else {
-        Err(berth_core::registry::SERVICE_NAME_RULE.into())
     }
 }
 
@@ -380,6 +392,9 @@ impl ProxyArgs {
         if timing.drain_quiet.is_zero() {
             return Err(ConfigError::invalid("--drain-quiet", "0s", "must be longer than zero"));
         }
+        if self.app_queue_timeout.is_zero() {
+            return Err(ConfigError::invalid("--app-queue-timeout", "0s", "must be longer than zero"));
+        }
         if self.health_interval.is_zero() || self.health_timeout.is_zero() {
             let (option, v) = if self.health_interval.is_zero() {
                 ("--health-interval", self.health_interval)
@@ -406,6 +421,12 @@ impl ProxyArgs {
             app_protocol: self.app_protocol,
             app_health: self.app_health,
             app_version: self.app_version.unwrap_or_else(|| berth_core::VERSION.to_owned()),
+            app_pool: crate::inbound::AppSettings {
+                max_connections: self.app_max_connections,
+                max_connecting: self.app_max_connecting,
+                queue_timeout: self.app_queue_timeout,
+                request_timeout: (!self.app_request_timeout.is_zero()).then_some(self.app_request_timeout),
+            },
             dependencies: self.dependency,
             health: HealthTiming {
                 interval: self.health_interval,

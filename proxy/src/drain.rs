@@ -8,7 +8,7 @@
 //! flight — or, forced, at drain-timeout or on a second signal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -29,10 +29,35 @@ pub enum Phase {
     Done { forced: bool },
 }
 
+impl Phase {
+    fn to_u8(self) -> u8 {
+        match self {
+            Phase::Running => 0,
+            Phase::Draining => 1,
+            Phase::Closing => 2,
+            Phase::Done { forced: false } => 3,
+            Phase::Done { forced: true } => 4,
+        }
+    }
+
+    fn from_u8(n: u8) -> Phase {
+        match n {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            2 => Phase::Closing,
+            3 => Phase::Done { forced: false },
+            _ => Phase::Done { forced: true },
+        }
+    }
+}
+
 /// Shared drain state.
 #[derive(Debug)]
 pub struct Drain {
+    /// For those who wait on a change (connections, listeners).
     phase: watch::Sender<Phase>,
+    /// The same phase for every request and response to read without the watch's lock.
+    now: AtomicU8,
     epoch: Instant,
     started_at: AtomicU64,
     last_request: AtomicU64,
@@ -62,6 +87,7 @@ impl Default for Drain {
     fn default() -> Self {
         Drain {
             phase: watch::channel(Phase::Running).0,
+            now: AtomicU8::new(Phase::Running.to_u8()),
             epoch: Instant::now(),
             started_at: AtomicU64::new(0),
             last_request: AtomicU64::new(0),
@@ -85,6 +111,7 @@ impl Drain {
             let first = *p == Phase::Running;
             if first {
                 *p = Phase::Draining;
+                self.now.store(Phase::Draining.to_u8(), Ordering::SeqCst);
             }
             first
         });
@@ -104,7 +131,13 @@ impl Drain {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        *self.phase.borrow()
+        Phase::from_u8(self.now.load(Ordering::SeqCst))
+    }
+
+    /// Moves to `phase`: the atomic first, so no one woken by the watch reads the old one.
+    fn set(&self, phase: Phase) {
+        self.now.store(phase.to_u8(), Ordering::SeqCst);
+        self.phase.send_replace(phase);
     }
 
     /// Whether responses must carry the read-only signal.
@@ -200,7 +233,7 @@ pub async fn run(drain: &Drain, timing: Timing, lifecycle: bool) -> Phase {
     if !lifecycle {
         // --no-lifecycle: what a process without berth does on SIGTERM — stop at once.
         let ended = Phase::Done { forced: false };
-        drain.phase.send_replace(ended);
+        drain.set(ended);
         return ended;
     }
     let ended = tokio::select! {
@@ -211,14 +244,14 @@ pub async fn run(drain: &Drain, timing: Timing, lifecycle: bool) -> Phase {
         }
         () = drain.forced() => Phase::Done { forced: true },
     };
-    drain.phase.send_replace(ended);
+    drain.set(ended);
     ended
 }
 
 /// drain-min, then the quiet period; `false` when the drain ended cleanly.
 async fn run_phases(drain: &Drain, timing: Timing) -> bool {
     tokio::time::sleep(timing.drain_min).await;
-    drain.phase.send_replace(Phase::Closing);
+    drain.set(Phase::Closing);
     tracing::info!(in_flight = drain.in_flight(), "drain-min over; closing connections as they finish");
     loop {
         let quiet = drain.quiet_for();
@@ -240,6 +273,19 @@ mod tests {
             drain_min: Duration::from_millis(min),
             drain_quiet: Duration::from_millis(quiet),
             drain_timeout: Duration::from_millis(timeout),
+        }
+    }
+
+    #[test]
+    fn every_phase_survives_its_atomic_form() {
+        for p in [
+            Phase::Running,
+            Phase::Draining,
+            Phase::Closing,
+            Phase::Done { forced: false },
+            Phase::Done { forced: true },
+        ] {
+            assert_eq!(Phase::from_u8(p.to_u8()), p);
         }
     }
 
@@ -281,6 +327,30 @@ mod tests {
         assert_eq!(ended, Phase::Done { forced: false });
         finisher.await.unwrap();
         assert_eq!(drain.received_while_draining(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_request_restarts_the_quiet_period() {
+        let drain = Arc::new(Drain::default());
+        drain.start("test");
+        let t0 = tokio::time::Instant::now();
+        let d = drain.clone();
+        let late = tokio::spawn(async move {
+            // drain-min 1 s, quiet 500 ms. A request at 0.8 s keeps the drain past drain-min
+            // (until 1.3 s); the late one at 1.2 s restarts the quiet period: the end is 1.7 s.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            drop(d.request());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(d.phase(), Phase::Closing, "the second request comes after drain-min");
+            drop(d.request());
+        });
+        let ended = run(&drain, timing(1000, 500, 60_000), true).await;
+        let at = t0.elapsed();
+        late.await.unwrap();
+        assert_eq!(ended, Phase::Done { forced: false });
+        // Virtual time, so exact: the late request plus the quiet period.
+        assert!(at >= Duration::from_millis(1700), "ended at {at:?}, before the late request's quiet period");
+        assert_eq!(drain.received_while_draining(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -356,18 +356,36 @@ impl Endpoint {
         if self.h2 {
             return self.checkout_h2(connect_timeout).await;
         }
+        match self.pooled().await {
+            Some(conn) => Ok(conn),
+            None => self.connect(connect_timeout, false).await,
+        }
+    }
+
+    /// A pooled connection ready for a request, if there is one.
+    pub async fn pooled(&self) -> Option<Conn> {
+        if self.h2 {
+            return self.shared_ready().map(Conn::H2);
+        }
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut idle) = idle else { break };
-            if idle.since.elapsed() < self.idle_timeout
-                && tokio::time::timeout(Duration::from_millis(20), idle.conn.ready())
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if idle.since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            // Usually ready at once: then without a timer (and a clock read) for the wait.
+            if idle.conn.is_ready()
+                || tokio::time::timeout(Duration::from_millis(20), idle.conn.ready())
                     .await
                     .is_ok_and(|r| r.is_ok())
             {
-                return Ok(Conn::H1(idle.conn));
+                return Some(Conn::H1(idle.conn));
             }
         }
-        self.connect(connect_timeout, false).await
+    }
+
+    /// A new connection in the endpoint's protocol.
+    pub async fn open(self: &Arc<Self>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+        self.connect(connect_timeout, self.h2).await
     }
 
     /// The shared HTTP/2 connection, made by one request at a time: those arriving meanwhile

@@ -19,6 +19,8 @@ use crate::config::{AppHealth, Check, Config, HealthTiming};
 pub struct Health {
     /// Whether every target is healthy.
     pub healthy: bool,
+    /// Whether the app's own check passes, whatever the dependencies say.
+    pub app: bool,
     /// What is unhealthy and why, e.g. `app (tcp 127.0.0.1:8080): connection refused`.
     pub failing: Vec<String>,
 }
@@ -102,7 +104,8 @@ impl HealthMonitor {
                 .filter(|&i| !healthy[i])
                 .map(|i| format!("{}: {}", self.targets[i].name, errors[i]))
                 .collect();
-            let verdict = Health { healthy: failing.is_empty(), failing };
+            // The app is always the first target.
+            let verdict = Health { healthy: failing.is_empty(), app: healthy[0], failing };
             out.send_if_modified(|old| {
                 let changed = *old != verdict;
                 if changed {

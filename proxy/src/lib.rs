@@ -6,7 +6,10 @@
 //!   [`lifecycle`] controller registers the instance in the registry only once they pass (and
 //!   after the register delay), and `/ready` answers 200 only while registered.
 //! - **Inbound.** [`inbound`] accepts on the registered port and forwards to the app on
-//!   127.0.0.1, counting every request in flight ([`track`]).
+//!   127.0.0.1 through a bounded pool, counting every request in flight ([`track`]).
+//! - **Serving.** Every listener (inbound, outbound, admin) runs the same accept loop and
+//!   per-connection graceful shutdown ([`serve`]); signals reach the drain as one future
+//!   (`berth_core::shutdown`).
 //! - **Drain.** On SIGTERM or `POST /drain`, [`drain`] deregisters at once, keeps accepting for
 //!   drain-min while every response carries the read-only signal, then ends once quiet.
 //! - **Admin.** [`admin`] serves probes, [`metrics`], state and the drain trigger.
@@ -26,6 +29,7 @@ pub mod lane;
 pub mod lifecycle;
 pub mod metrics;
 pub mod outbound;
+pub mod serve;
 pub mod track;
 pub mod upgrade;
 
@@ -98,25 +102,44 @@ fn load(args: ProxyArgs) -> Result<Config, ConfigError> {
     args.with_config_file(&raw)?.validate()
 }
 
+/// The three listeners, bound before anything else starts.
+struct Listeners {
+    inbound: TcpListener,
+    admin: TcpListener,
+    outbound: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            inbound: bind("inbound", config.inbound).await?,
+            admin: bind("admin", config.admin).await?,
+            outbound: bind("outbound", config.outbound).await?,
+        })
+    }
+}
+
 /// Runs the sidecar until its drain is over; returns how the drain ended.
+///
+/// Shutdown: signals (and `POST /drain`) drive the [`Drain`]; inbound serves until the drain
+/// is done; then outbound lingers while the app runs; then one stop reaches the outbound and
+/// admin listeners, whose connections finish gracefully.
 pub async fn run(config: Config) -> Result<Phase, StartError> {
-    let bind = |what, addr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
-    };
-    let inbound_listener = bind("inbound", config.inbound).await?;
-    let admin_listener = bind("admin", config.admin).await?;
-    let outbound_listener = bind("outbound", config.outbound).await?;
+    let listeners = Listeners::bind(&config).await?;
     let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
-    let (inbound_addr, admin_addr) =
-        (local(&inbound_listener, config.inbound), local(&admin_listener, config.admin));
-    let outbound_addr = local(&outbound_listener, config.outbound);
+    let inbound_addr = local(&listeners.inbound, config.inbound);
+    let admin_addr = local(&listeners.admin, config.admin);
     let advertise = match config.advertise.port() {
         0 => SocketAddr::new(config.advertise.ip(), inbound_addr.port()),
         _ => config.advertise,
     };
     let registry = berth_core::registry::open(&config.registry)?;
     tracing::info!(
-        inbound = %inbound_addr, admin = %admin_addr, outbound = %outbound_addr, advertise = %advertise, app = %config.app,
+        inbound = %inbound_addr, admin = %admin_addr,
+        outbound = %local(&listeners.outbound, config.outbound), advertise = %advertise, app = %config.app,
         service = %config.service, symbol = %config.symbol, registry = %registry.describe(),
         "berth proxy listening"
     );
@@ -126,25 +149,19 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let drain = Arc::new(Drain::default());
     let (health_tx, health_rx) = watch::channel(health::Health::default());
     let (state_tx, state_rx) = lifecycle::channel();
-    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    // The one stop of the outbound and admin listeners, once inbound is done and the app too.
+    let (stop, stopping) = watch::channel(false);
+    let stopped = move || until_true(stopping.clone());
 
     tokio::spawn(health::HealthMonitor::new(&config).run(health_tx));
-    let discovery = Arc::new(outbound::discovery::Discovery::new(
-        registry.clone(),
-        config.timing.warmup,
+    let outbound = start_outbound(&config, registry.clone(), &metrics).await;
+    let outbound_task = tokio::spawn(outbound::serve(
+        listeners.outbound,
+        // The outbound path as one tower service (outbound::stack).
+        outbound.service(),
         metrics.clone(),
-        config.outbound_settings,
+        stopped(),
     ));
-    for service in &config.services {
-        if let Err(e) = discovery.service(service).await {
-            tracing::warn!(error = %e, "cannot follow a --services entry");
-        }
-    }
-    let outbound = Arc::new(
-        outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings)
-            .with_lanes(config.lanes.clone()),
-    );
-    tokio::spawn(outbound::serve(outbound_listener, outbound.clone()));
     let controller = tokio::spawn(
         lifecycle::Controller {
             config: config.clone(),
@@ -153,18 +170,19 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             admin_port: admin_addr.port(),
             metrics: metrics.clone(),
             drain: drain.clone(),
-            health: health_rx,
+            health: health_rx.clone(),
             state: state_tx,
         }
         .run(),
     );
-    let inbound = Arc::new(inbound::Inbound {
-        forward: inbound::Forward::new(config.app, config.app_protocol).with_lanes(&config.lanes),
-        drain: drain.clone(),
-        metrics: metrics.clone(),
-        signal: config.lifecycle,
-    });
-    tokio::spawn(inbound::serve(inbound_listener, inbound));
+    let app = inbound::AppPool::new(config.app, config.app_protocol, config.app_pool, health_rx);
+    let inbound = inbound::Inbound::new(
+        inbound::Forward::new(Arc::new(app)).with_lanes(&config.lanes),
+        drain.clone(),
+        &metrics,
+        config.lifecycle,
+    );
+    let inbound_task = tokio::spawn(inbound::serve(listeners.inbound, Arc::new(inbound)));
     let admin = Arc::new(admin::Admin {
         service: config.service.clone(),
         symbol: config.symbol.to_string(),
@@ -174,11 +192,52 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         token: config.drain_token.clone(),
         outbound: outbound.clone(),
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin, admin_stop_rx));
+    let admin_task = tokio::spawn(admin::serve(listeners.admin, admin, stopped()));
     tokio::spawn(signals(drain.clone()));
 
     let ended = drain::run(&drain, config.timing, config.lifecycle).await;
     let _ = controller.await;
+    log_end(&drain, ended);
+    // Done: the inbound listener closes and its idle connections end. A forced drain does
+    // not wait for the busy ones.
+    if ended == (Phase::Done { forced: false }) {
+        let _ = inbound_task.await;
+    }
+    linger(&outbound, &drain, &config).await;
+    let _ = stop.send(true);
+    let _ = tokio::join!(admin_task, outbound_task);
+    Ok(ended)
+}
+
+/// Resolves once `flag` is true (or its sender is gone).
+async fn until_true(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|f| *f).await;
+}
+
+/// The outbound proxy, following the `--services` from the start.
+async fn start_outbound(
+    config: &Config,
+    registry: Arc<dyn berth_core::registry::Registry>,
+    metrics: &metrics::Metrics,
+) -> Arc<outbound::Outbound> {
+    let discovery = Arc::new(outbound::discovery::Discovery::new(
+        registry,
+        config.timing.warmup,
+        metrics.clone(),
+        config.outbound_settings,
+    ));
+    for service in &config.services {
+        if let Err(e) = discovery.service(service).await {
+            tracing::warn!(error = %e, "cannot follow a --services entry");
+        }
+    }
+    Arc::new(
+        outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings)
+            .with_lanes(config.lanes.clone()),
+    )
+}
+
+fn log_end(drain: &Drain, ended: Phase) {
     let elapsed = drain.elapsed().unwrap_or_default();
     match ended {
         Phase::Done { forced: true } => {
@@ -188,10 +247,6 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             after = ?elapsed, served_while_draining = drain.received_while_draining(), "stopped: drain complete"
         ),
     }
-    linger(&outbound, &drain, &config).await;
-    let _ = admin_stop.send(true);
-    let _ = admin_task.await;
-    Ok(ended)
 }
 
 /// After the inbound drain, outbound stays up while the app may still call out: apps call
@@ -228,18 +283,16 @@ async fn linger(outbound: &outbound::Outbound, drain: &Drain, config: &Config) {
 /// Kubernetes the kubelet signals the sidecar while the app's preStop hook calls `/drain`);
 /// the next signal forces it.
 pub(crate) async fn signals(drain: Arc<Drain>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; drain with POST /drain");
-        return;
+    let mut signals = match berth_core::shutdown::Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; drain with POST /drain");
+            return;
+        }
     };
     let mut first = true;
     loop {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let name = signals.next().await;
         if first {
             drain.start(name);
             first = false;

@@ -3,12 +3,12 @@
 //! drain that a request arrived.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::Request;
 use http_body::{Frame, SizeHint};
 use prometheus::{Histogram, IntCounter, IntGauge};
@@ -36,9 +36,17 @@ struct Handles {
     drain_requests: IntCounter,
 }
 
-impl<S> Track<S> {
-    /// Tracks `inner`; with `drain`, arrivals count towards it.
-    pub fn new(inner: S, direction: &'static str, metrics: Metrics, drain: Option<Arc<Drain>>) -> Self {
+/// What [`Track`] needs, with every metric handle looked up once per listener rather than on
+/// each connection.
+#[derive(Clone, Debug)]
+pub struct Tracking {
+    handles: Arc<Handles>,
+    drain: Option<Arc<Drain>>,
+}
+
+impl Tracking {
+    /// Tracking for `direction`; with `drain`, arrivals count towards it.
+    pub fn new(direction: &'static str, metrics: &Metrics, drain: Option<Arc<Drain>>) -> Self {
         let by_class = STATUS_CLASSES.map(|class| metrics.requests.with_label_values(&[direction, class]));
         let handles = Arc::new(Handles {
             in_flight: metrics.in_flight.with_label_values(&[direction]),
@@ -46,7 +54,20 @@ impl<S> Track<S> {
             by_class,
             drain_requests: metrics.drain_requests.clone(),
         });
-        Track { inner, handles, drain }
+        Tracking { handles, drain }
+    }
+
+    /// Tracks `inner`.
+    pub fn wrap<S>(&self, inner: S) -> Track<S> {
+        Track { inner, handles: self.handles.clone(), drain: self.drain.clone() }
+    }
+}
+
+impl<S> Track<S> {
+    /// Tracks `inner`; with `drain`, arrivals count towards it. (A listener makes one
+    /// [`Tracking`] and wraps each connection's service with it.)
+    pub fn new(inner: S, direction: &'static str, metrics: Metrics, drain: Option<Arc<Drain>>) -> Self {
+        Tracking::new(direction, &metrics, drain).wrap(inner)
     }
 }
 
@@ -70,7 +91,7 @@ where
 {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -78,22 +99,46 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let handles = self.handles.clone();
         let drain_guard = self.drain.as_ref().map(|d| {
             if d.is_draining() {
-                handles.drain_requests.inc();
+                self.handles.drain_requests.inc();
             }
             d.request()
         });
-        handles.in_flight.inc();
-        let guard = Guard { gauge: handles.in_flight.clone(), _drain: drain_guard };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            handles.duration.observe(start.elapsed().as_secs_f64());
-            handles.by_class[class_index(resp.status())].inc();
-            Ok(resp.map(|b| body::boxed(Guarded { inner: b, _guard: guard })))
-        })
+        self.handles.in_flight.inc();
+        // Made before the inner call: a request whose future is dropped unpolled (its client
+        // hung up) is counted out all the same.
+        let guard = Guard { gauge: self.handles.in_flight.clone(), _drain: drain_guard };
+        Tracked { inner: self.inner.call(req), start, handles: self.handles.clone(), guard: Some(guard) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A tracked request until its response headers; then its guard moves into the body.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+        handles: Arc<Handles>,
+        guard: Option<Guard>,
+    }
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<HttpResponse, Infallible>>,
+{
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx))?;
+        this.handles.duration.observe(this.start.elapsed().as_secs_f64());
+        this.handles.by_class[class_index(resp.status())].inc();
+        Poll::Ready(Ok(match this.guard.take() {
+            Some(guard) => resp.map(|b| body::boxed(Guarded { inner: b, _guard: guard })),
+            None => resp,
+        }))
     }
 }
 

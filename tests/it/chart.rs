@@ -297,3 +297,45 @@ fn injected_manifests_validate_against_the_kubernetes_schemas() {
     validate(&plain, "berth inject (sidecar as first container)");
     assert!(notes.contains("Job shop/reindex: berth: the sidecar is a plain container"), "{notes}");
 }
+
+#[test]
+fn chart_values_default_to_what_the_sidecar_and_injector_default_to() {
+    use berth_core::defaults;
+    use berth_core::options::duration;
+    let values: Value =
+        serde_norway::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap()).unwrap();
+    let sidecar = &values["sidecar"];
+    let time = |key: &str| {
+        let text = sidecar[key].as_str().unwrap_or_else(|| panic!("sidecar.{key} is not a duration string"));
+        duration(text).unwrap_or_else(|e| panic!("sidecar.{key}: {e}"))
+    };
+    for (key, default) in [
+        ("registerDelay", defaults::REGISTER_DELAY),
+        ("warmup", defaults::WARMUP),
+        ("drainMin", defaults::DRAIN_MIN),
+        ("drainQuiet", defaults::DRAIN_QUIET),
+        ("drainTimeout", defaults::DRAIN_TIMEOUT),
+        ("gracePeriodMargin", defaults::GRACE_PERIOD_MARGIN),
+    ] {
+        assert_eq!(time(key), default, "sidecar.{key} in values.yaml differs from berth's default");
+    }
+    for (key, default) in [
+        ("inbound", defaults::INBOUND_PORT),
+        ("outbound", defaults::OUTBOUND_PORT),
+        ("admin", defaults::ADMIN_PORT),
+    ] {
+        assert_eq!(
+            sidecar["ports"][key],
+            u64::from(default),
+            "sidecar.ports.{key} differs from berth's default"
+        );
+    }
+    // The injector's own defaults, which the chart renders into its configuration file.
+    let injector = berth_injector::InjectConfig::default();
+    assert_eq!(sidecar["noProxy"], injector.no_proxy.as_str());
+    assert_eq!(sidecar["runAsUser"], injector.run_as_user);
+    assert_eq!(sidecar["nativeSidecar"], injector.native_sidecar);
+    assert_eq!(sidecar["strictGracePeriod"], injector.strict_grace_period);
+    assert_eq!(sidecar["httpProxy"], injector.defaults.http_proxy);
+    assert_eq!(sidecar["pullPolicy"], injector.image_pull_policy.as_str());
+}

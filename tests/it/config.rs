@@ -101,9 +101,74 @@ fn help_documents_every_flag_and_exits_zero() {
         "--drain-quiet",
         "--drain-timeout",
         "--drain-token",
+        "--app-max-connections",
+        "--app-max-connecting",
+        "--app-queue-timeout",
+        "--app-request-timeout",
         "BERTH_SERVICE",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// `berth proxy`'s options table in README.md: flag, then default as written there.
+fn readme_proxy_options() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## `berth proxy`").nth(1).unwrap();
+    let table = section.split("| option | default | what |").nth(1).unwrap();
+    table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let flag = cells[1].trim_matches('`').split(' ').next().unwrap().to_string();
+            (flag, cells[2].to_string())
+        })
+        .collect()
+}
+
+/// Each flag of `berth proxy --help` with the text of its entry.
+fn help_entries(help: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        let flag = t.strip_prefix("-h, ").or_else(|| t.strip_prefix("-V, ")).unwrap_or(t);
+        if line.starts_with("  ") && flag.starts_with("--") {
+            let name = flag.split([' ', '=']).next().unwrap().to_string();
+            entries.push((name, String::new()));
+        } else if let Some((_, text)) = entries.last_mut() {
+            text.push_str(t);
+            text.push(' ');
+        }
+    }
+    entries
+}
+
+#[test]
+fn the_readme_documents_every_flag_of_help_with_its_default() {
+    let out = berth().args(["proxy", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let readme = readme_proxy_options();
+    let helped = help_entries(&help);
+    assert!(helped.len() > 30, "--help parsed into {} flags:\n{help}", helped.len());
+    for (flag, text) in &helped {
+        if flag == "--help" || flag == "--version" {
+            continue;
+        }
+        let Some((_, documented)) = readme.iter().find(|(f, _)| f == flag) else {
+            panic!("README's `berth proxy` options table lacks {flag}");
+        };
+        // A default written as code in the README is the one clap applies.
+        if let Some(value) = documented.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
+            assert!(
+                text.contains(&format!("[default: {value}]")),
+                "README says {flag} defaults to {value}; --help says: {text}"
+            );
+        }
+    }
+    for (flag, _) in &readme {
+        assert!(helped.iter().any(|(f, _)| f == flag), "README documents {flag}, which --help lacks");
     }
 }
 

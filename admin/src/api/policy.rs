@@ -24,7 +24,7 @@ use crate::events::Event;
 use crate::store::{Change, Current, Written};
 
 /// The header that says whether a policy is stored or the default.
-pub const SOURCE_HEADER: &str = "x-berth-policy-source";
+pub use berth_core::header::POLICY_SOURCE as SOURCE_HEADER;
 
 fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))

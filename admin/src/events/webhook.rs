@@ -18,7 +18,7 @@ use crate::ctl::Secret;
 use crate::metrics::Metrics;
 
 /// The signature header.
-pub const SIGNATURE_HEADER: &str = "x-berth-signature-256";
+pub const SIGNATURE_HEADER: &str = berth_core::header::SIGNATURE;
 /// How many times one event is tried.
 pub const ATTEMPTS: u32 = 12;
 /// Events waiting for one webhook at most.
@@ -103,8 +103,8 @@ impl Webhook {
                 .http
                 .post(self.url.0.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .header("x-berth-event", event.kind)
-                .header("x-berth-delivery", &event.id)
+                .header(berth_core::header::EVENT, event.kind)
+                .header(berth_core::header::DELIVERY, &event.id)
                 .header(SIGNATURE_HEADER, &signature)
                 .body(body.clone())
                 .send()

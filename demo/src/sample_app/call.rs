@@ -143,7 +143,7 @@ impl Caller {
 
 /// `NAME symbol=… baggage=…`: what this hop received of a lane.
 fn own_line(name: &str, headers: &HeaderMap) -> String {
-    let symbol = headers.get("x-berth-symbol").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let symbol = headers.get(berth_core::header::SYMBOL).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let baggage: Vec<&str> = headers.get_all("baggage").iter().filter_map(|v| v.to_str().ok()).collect();
     let baggage = if baggage.is_empty() { "-".to_owned() } else { baggage.join(",") };
     format!("{name} symbol={symbol} baggage={baggage}\n")

@@ -31,19 +31,19 @@ pub struct OutboundArgs {
     pub eject_for: Duration,
 
     /// How long one attempt may wait for an instance's response headers before it counts as
-    /// that instance's failure and an idempotent request moves to another; `0s`: only
-    /// --request-timeout applies.
+    /// that instance's failure and an idempotent request moves to another; `0s` for no limit
+    /// of its own (the request timeout still applies).
     #[arg(long, help_heading = "Outbound", env = "BERTH_ATTEMPT_TIMEOUT", value_name = "DURATION", default_value = "0s", value_parser = duration)]
     pub attempt_timeout: Duration,
 
     /// The shortest wait before an idempotent request that has no answer yet is also sent to a
     /// second instance (a hedge; the first answer wins). The wait is the service's usual answer
-    /// time (smoothed latency plus four deviations), within --hedge-delay-min and
-    /// --hedge-delay-max.
+    /// time (smoothed latency plus four deviations), at least this long and at most the
+    /// hedge delay maximum.
     #[arg(long, help_heading = "Outbound", env = "BERTH_HEDGE_DELAY_MIN", value_name = "DURATION", default_value = "50ms", value_parser = duration)]
     pub hedge_delay_min: Duration,
 
-    /// The longest wait before a hedge (see --hedge-delay-min).
+    /// The longest wait before a hedge (see the hedge delay minimum).
     #[arg(long, help_heading = "Outbound", env = "BERTH_HEDGE_DELAY_MAX", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub hedge_delay_max: Duration,
 
@@ -80,7 +80,7 @@ pub struct OutboundArgs {
 /// or one a proxy hop drops.
 fn lane_header(s: &str) -> Result<HeaderName, String> {
     const RESERVED: [&str; 9] = [
-        "x-berth-symbol",
+        berth_core::header::SYMBOL,
         "baggage",
         "host",
         "connection",

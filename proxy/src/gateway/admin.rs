@@ -2,50 +2,58 @@
 //! until the drain starts), `/metrics` and `/endpoints`. Nothing on it changes anything.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use futures_util::future::{Ready, ready};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::Gateway;
 use crate::body::{HttpResponse, full};
+use crate::serve::{self, Connection, Stopped};
 
-/// Serves the admin port until `stop` fires.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
-        };
-        let gateway = gateway.clone();
-        let svc = service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(route(&gateway, &req)) }
-        });
-        let conn =
-            auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
+/// How long open admin requests may take to finish once the gateway stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the admin port until `stop` resolves.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, stop: impl Future<Output = ()>) -> Stopped {
+    serve::serve("admin", listener, stop, STOP_GRACE, Arc::default(), move |stream, _, this| {
+        connection(stream, gateway.clone(), this)
+    })
+    .await
+}
+
+async fn connection(stream: TcpStream, gateway: Arc<Gateway>, this: Arc<Connection>) {
+    let svc = TowerToHyperService::new(Routes(gateway));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    serve::http(conn, &this).await;
+}
+
+/// The admin routes, as a named service (a closure's anonymous future cannot be proven `Send`
+/// inside hyper's generic connection).
+#[derive(Clone, Debug)]
+struct Routes(Arc<Gateway>);
+
+impl tower::Service<Request<Incoming>> for Routes {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Ready<Result<HttpResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        ready(Ok(route(&self.0, &req)))
+    }
 }
 
 fn route(gateway: &Gateway, req: &Request<Incoming>) -> HttpResponse {

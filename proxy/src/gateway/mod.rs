@@ -25,12 +25,14 @@ mod listener;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use prometheus::IntGauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use self::config::{GatewayArgs, GatewayConfig};
 use crate::config::EXIT_CONFIG;
 use crate::drain::{self, Drain, Phase};
+use crate::track::Tracking;
 use crate::{EXIT_FORCED, EXIT_START, StartError, metrics, outbound};
 
 /// `berth gateway`: validates the configuration, runs the gateway, returns the exit code.
@@ -66,6 +68,9 @@ pub struct Gateway {
     pub outbound: Arc<outbound::Outbound>,
     pub drain: Arc<Drain>,
     pub metrics: metrics::Metrics,
+    /// Request metric handles of the public listener, looked up once.
+    tracking: Tracking,
+    connections_open: IntGauge,
 }
 
 impl Gateway {
@@ -89,6 +94,9 @@ impl Gateway {
 }
 
 /// Runs the gateway until its drain is over; returns how the drain ended.
+///
+/// Shutdown: signals drive the [`Drain`]; the public listener serves until it is done; then
+/// the admin listener stops.
 pub async fn run(config: GatewayConfig) -> Result<Phase, StartError> {
     let bind = |what, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
@@ -106,6 +114,33 @@ pub async fn run(config: GatewayConfig) -> Result<Phase, StartError> {
     if exposed.is_empty() {
         tracing::warn!("no --expose: every request answers 404 not-exposed");
     }
+    let timing = config.timing;
+    let gateway = Arc::new(start(config, registry).await);
+    let (stop, stopping) = watch::channel(false);
+    let public_task = tokio::spawn(listener::serve(public, gateway.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone(), async move {
+        let mut stopping = stopping;
+        let _ = stopping.wait_for(|s| *s).await;
+    }));
+    tokio::spawn(crate::signals(gateway.drain.clone()));
+
+    let drain = &gateway.drain;
+    let ended = drain::run(drain, timing, true).await;
+    let elapsed = drain.elapsed().unwrap_or_default();
+    if ended == (Phase::Done { forced: false }) {
+        tracing::info!(after = ?elapsed, served_while_draining = drain.received_while_draining(), "stopped: drain complete");
+        // A forced drain does not wait for the busy connections.
+        let _ = public_task.await;
+    } else {
+        tracing::warn!(in_flight = drain.in_flight(), after = ?elapsed, "stopped: drain forced");
+    }
+    let _ = stop.send(true);
+    let _ = admin_task.await;
+    Ok(ended)
+}
+
+/// The gateway's shared state, following every exposed service from the start.
+async fn start(config: GatewayConfig, registry: Arc<dyn berth_core::registry::Registry>) -> Gateway {
     let metrics = metrics::Metrics::new();
     let discovery = Arc::new(outbound::discovery::Discovery::new(
         registry,
@@ -123,25 +158,12 @@ pub async fn run(config: GatewayConfig) -> Result<Phase, StartError> {
             .with_lanes(config.lanes),
     );
     let drain = Arc::new(Drain::default());
-    let gateway =
-        Arc::new(Gateway { routes: Arc::new(config.routes), outbound, drain: drain.clone(), metrics });
-    let (admin_stop, admin_stopped) = watch::channel(false);
-    let public_task = tokio::spawn(listener::serve(public, gateway.clone()));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone(), admin_stopped));
-    tokio::spawn(crate::signals(drain.clone()));
-
-    let ended = drain::run(&drain, config.timing, true).await;
-    let elapsed = drain.elapsed().unwrap_or_default();
-    match ended {
-        Phase::Done { forced: true } => {
-            tracing::warn!(in_flight = drain.in_flight(), after = ?elapsed, "stopped: drain forced");
-        }
-        _ => {
-            tracing::info!(after = ?elapsed, served_while_draining = drain.received_while_draining(), "stopped: drain complete");
-            let _ = public_task.await;
-        }
+    Gateway {
+        routes: Arc::new(config.routes),
+        outbound,
+        tracking: Tracking::new("gateway", &metrics, Some(drain.clone())),
+        connections_open: metrics.connections.with_label_values(&["gateway"]),
+        drain,
+        metrics,
     }
-    let _ = admin_stop.send(true);
-    let _ = admin_task.await;
-    Ok(ended)
 }

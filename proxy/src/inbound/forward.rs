@@ -1,30 +1,35 @@
 //! The last inbound hop: the request, minus hop-by-hop fields and plus `x-forwarded-for`, to
-//! the app on 127.0.0.1 over pooled connections (the same [`Endpoint`] pool the outbound side
-//! uses for instances).
+//! the app on 127.0.0.1 through the [`AppPool`] (bounded, pooled connections), answered within
+//! the request timeout.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri, Version};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{self, Body, HttpResponse};
-use crate::config::AppProtocol;
-use crate::endpoint::{self, Conn, Endpoint};
+use super::app::{AppPool, Deadline};
+use crate::body::{self, Body, BoxError, HttpResponse};
+use crate::endpoint::{self, Conn};
 use crate::headers;
 use crate::health::error_chain;
 use crate::lane::{self, Lanes};
 use crate::upgrade;
 
-/// How long connecting to the app may take (it is on loopback: refusals are immediate).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long connecting to the app for an upgrade may take (on loopback: refusals are
+/// immediate).
+const UPGRADE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Sends of one request on pooled connections that turned out to be closing (the request was
 /// not written, so sending it again is safe).
 const MAX_RESENDS: usize = 3;
@@ -32,7 +37,7 @@ const MAX_RESENDS: usize = 3;
 /// Sends requests to the app.
 #[derive(Clone, Debug)]
 pub struct Forward {
-    app: Arc<Endpoint>,
+    app: Arc<AppPool>,
     authority: Authority,
     /// The client's address as a header value, made once per connection.
     peer: Option<HeaderValue>,
@@ -41,13 +46,11 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// A forwarder to the app at `app`.
-    pub fn new(app: SocketAddr, protocol: AppProtocol) -> Self {
-        let h2 = protocol == AppProtocol::H2c;
-        let endpoint = Arc::new(Endpoint::with_idle_timeout(app, h2, 0, endpoint::APP_IDLE_TIMEOUT));
-        let authority =
-            Authority::try_from(app.to_string()).unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
-        Forward { app: endpoint, authority, peer: None, lanes: Arc::default() }
+    /// A forwarder to the app behind `app`.
+    pub fn new(app: Arc<AppPool>) -> Self {
+        let authority = Authority::try_from(app.endpoint.addr.to_string())
+            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
+        Forward { app, authority, peer: None, lanes: Arc::default() }
     }
 
     /// The same forwarder, finding lanes in the headers `lanes` names (its own symbol aside:
@@ -92,7 +95,7 @@ impl tower::Service<Request<Incoming>> for Forward {
         lane::hand_to_app(&mut parts.headers, &self.lanes);
         let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         // HTTP/1.1 takes the origin form (`/path`, with Host); HTTP/2 needs scheme and authority.
-        let h2 = self.app.h2 && upgrade.is_none();
+        let h2 = self.app.endpoint.h2 && upgrade.is_none();
         parts.uri = if h2 {
             let mut uri = http::uri::Parts::default();
             uri.scheme = Some(Scheme::HTTP);
@@ -104,68 +107,147 @@ impl tower::Service<Request<Incoming>> for Forward {
         };
         parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
         let req = Request::from_parts(parts, body::boxed(incoming));
-        Box::pin(send(self.app.clone(), req, upgrade))
+        let app = self.app.clone();
+        Box::pin(async move { Ok(send(app, req, upgrade).await) })
     }
 }
 
-async fn send(
-    app: Arc<Endpoint>,
-    mut req: Request<Body>,
-    mut upgrade: Option<OnUpgrade>,
-) -> Result<HttpResponse, Infallible> {
-    let addr = app.addr;
-    for _ in 0..MAX_RESENDS {
-        let conn = if upgrade.is_some() {
-            app.checkout_http1(CONNECT_TIMEOUT).await
-        } else {
-            app.checkout(CONNECT_TIMEOUT).await
-        };
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                return Ok(body::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "app-unavailable",
-                    format!(
-                        "the app at {addr} is not accepting connections ({}); it may be starting or stopping",
-                        e.detail
-                    ),
-                ));
-            }
-        };
-        let in_flight = app.start();
-        let sent = match conn {
-            Conn::H1(mut c) => c.try_send_request(req).await.map(|r| (r, Some(c))),
-            Conn::H2(mut c) => c.try_send_request(req).await.map(|r| (r, None)),
-        };
-        match sent {
-            Ok((mut resp, conn)) => {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(client) = upgrade.take()
-                {
-                    upgrade::tunnel(client, hyper::upgrade::on(&mut resp), addr);
-                }
-                return Ok(endpoint::passthrough(resp, app, conn, in_flight));
-            }
-            Err(mut e) => match e.take_message() {
-                // Never written: the pooled connection was closing. Send it again.
-                Some(unsent) => req = unsent,
-                None => {
-                    return Ok(body::error(
-                        StatusCode::BAD_GATEWAY,
-                        "app-failed",
-                        format!(
-                            "the app at {addr} failed before answering ({})",
-                            error_chain(&e.into_error())
-                        ),
-                    ));
-                }
+async fn send(app: Arc<AppPool>, mut req: Request<Body>, upgrade: Option<OnUpgrade>) -> HttpResponse {
+    let addr = app.endpoint.addr;
+    if let Some(client) = upgrade {
+        // A tunnel gets a connection of its own, outside the pool's bounds: it is not a request.
+        return match app.endpoint.checkout_http1(UPGRADE_CONNECT_TIMEOUT).await {
+            Ok(conn) => match exchange(&app, conn, req, Some(client), &mut None).await {
+                Sent::Answered(resp) => resp,
+                Sent::Unsent(_) => app_failed(addr, "closed the connection before the upgrade was sent"),
             },
+            Err(e) => unavailable(addr, &e),
+        };
+    }
+    let mut deadline = Deadline::after(app.settings().queue_timeout);
+    let mut permit = match app.lend(&mut deadline).await {
+        Ok(p) => Some(p),
+        Err(e) => return unavailable(addr, &e),
+    };
+    for _ in 0..MAX_RESENDS {
+        let conn = match app.checkout(&mut deadline).await {
+            Ok(c) => c,
+            Err(e) => return unavailable(addr, &e),
+        };
+        match exchange(&app, conn, req, None, &mut permit).await {
+            Sent::Answered(resp) => return resp,
+            // Never written: the pooled connection was closing. Send it again.
+            Sent::Unsent(unsent) => req = unsent,
         }
     }
-    Ok(body::error(
-        StatusCode::BAD_GATEWAY,
-        "app-failed",
-        format!("the app at {addr} kept closing its connections before the request could be sent"),
-    ))
+    app_failed(addr, "kept closing its connections before the request could be sent")
+}
+
+/// What one send on one connection gave.
+enum Sent {
+    Answered(HttpResponse),
+    /// The connection was closing and the request was not written.
+    Unsent(Request<Body>),
+}
+
+/// Sends `req` on `conn` and waits for the response headers, up to the request timeout. An
+/// answered request takes `permit` into its body: the connection stays lent until the body
+/// ends.
+async fn exchange(
+    app: &Arc<AppPool>,
+    conn: Conn,
+    req: Request<Body>,
+    mut upgrade: Option<OnUpgrade>,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Sent {
+    let addr = app.endpoint.addr;
+    let in_flight = app.endpoint.start();
+    let sending = async {
+        match conn {
+            Conn::H1(mut c) => c.try_send_request(req).await.map(|r| (r, Some(c))),
+            Conn::H2(mut c) => c.try_send_request(req).await.map(|r| (r, None)),
+        }
+    };
+    let sent = match app.settings().request_timeout {
+        Some(limit) => match tokio::time::timeout(limit, sending).await {
+            Ok(sent) => sent,
+            Err(_) => return Sent::Answered(app_timeout(addr, limit)),
+        },
+        None => sending.await,
+    };
+    match sent {
+        Ok((mut resp, conn)) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client) = upgrade.take()
+            {
+                upgrade::tunnel(client, hyper::upgrade::on(&mut resp), addr);
+            }
+            let resp = endpoint::passthrough(resp, app.endpoint.clone(), conn, in_flight);
+            Sent::Answered(match permit.take() {
+                Some(p) => resp.map(|b| body::boxed(Lent { inner: b, _permit: p })),
+                None => resp,
+            })
+        }
+        Err(mut e) => match e.take_message() {
+            Some(unsent) => Sent::Unsent(unsent),
+            None => Sent::Answered(app_failed(
+                addr,
+                &format!("failed before answering ({})", error_chain(&e.into_error())),
+            )),
+        },
+    }
+}
+
+fn unavailable(addr: SocketAddr, e: &dyn std::fmt::Display) -> HttpResponse {
+    body::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "app-unavailable",
+        format!("the app at {addr} is not accepting connections ({e}); it may be starting or stopping"),
+    )
+}
+
+fn app_failed(addr: SocketAddr, what: &str) -> HttpResponse {
+    body::error(StatusCode::BAD_GATEWAY, "app-failed", format!("the app at {addr} {what}"))
+}
+
+fn app_timeout(addr: SocketAddr, limit: Duration) -> HttpResponse {
+    body::error(
+        StatusCode::GATEWAY_TIMEOUT,
+        "app-timeout",
+        format!(
+            "the app at {addr} did not answer within {} (--app-request-timeout)",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its connection lent from the pool until it ends. The
+    /// permit is declared last, so the connection is back in the pool (`inner` dropped first)
+    /// before the next waiting request is let in.
+    struct Lent {
+        #[pin]
+        inner: Body,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl http_body::Body for Lent {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

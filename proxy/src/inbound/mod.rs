@@ -5,32 +5,35 @@
 //! ```text
 //! Signal  -> marks responses with the read-only signal while draining; closes the connection
 //! Track   -> metrics, in-flight count and arrival time for the drain
-//! Forward -> the app on 127.0.0.1, pooled
+//! Forward -> the app on 127.0.0.1 through the bounded app pool, within the request timeout
 //! ```
 //!
-//! The listener stays open until the drain is done. Connections close when the drain asks:
-//! HTTP/2 ones at the start (GOAWAY, streams in progress finish), every one after a response
-//! that carried the signal, and idle ones once drain-min is over.
+//! The listener ([`crate::serve`]) stays open until the drain is done. Connections close when
+//! the drain asks: HTTP/2 ones at the start (GOAWAY, streams in progress finish), every one
+//! after a response that carried the signal, and idle ones once drain-min is over.
 
+mod app;
 mod forward;
 mod signal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub use self::app::{AppPool, AppSettings};
 pub use self::forward::Forward;
-pub(crate) use self::signal::{ConnectionControl, Signal};
+pub(crate) use self::signal::Signal;
 use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
-use crate::track::Track;
+use crate::serve::{self, Connection, Connections, Open, Stopped};
+use crate::track::Tracking;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,88 +41,73 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every inbound connection shares.
 #[derive(Debug)]
 pub struct Inbound {
-    pub forward: Forward,
-    pub drain: Arc<Drain>,
-    pub metrics: Metrics,
+    forward: Forward,
+    drain: Arc<Drain>,
     /// Whether responses carry the read-only signal (not with `--no-lifecycle`).
-    pub signal: bool,
+    signal: bool,
+    tracking: Tracking,
+    connections_open: IntGauge,
 }
 
-/// Accepts connections until the drain is done.
-pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) {
-    let mut phase = inbound.drain.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = async { let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await; } => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, inbound.clone()));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                tracing::warn!(error = %e, "inbound accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+impl Inbound {
+    /// The inbound side, its metric handles looked up once for every connection.
+    pub fn new(forward: Forward, drain: Arc<Drain>, metrics: &Metrics, signal: bool) -> Self {
+        Inbound {
+            forward,
+            tracking: Tracking::new("inbound", metrics, Some(drain.clone())),
+            connections_open: metrics.connections.with_label_values(&["inbound"]),
+            drain,
+            signal,
         }
     }
-    tracing::debug!("inbound listener closed");
 }
 
-#[tracing::instrument(name = "inbound", skip_all, fields(peer = %peer))]
-async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) {
-    let _ = stream.set_nodelay(true);
-    let open = inbound.metrics.connections.with_label_values(&["inbound"]);
-    open.inc();
-    let control = Arc::new(ConnectionControl::default());
+/// How long connections may take to finish once the drain is done (they are idle then, unless
+/// the drain was forced).
+const DONE_GRACE: Duration = Duration::from_secs(1);
+
+/// Accepts connections until the drain is done: the listener stays open through the drain.
+pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) -> Stopped {
+    let mut phase = inbound.drain.subscribe();
+    let done = async move {
+        let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
+    };
+    let connections = Arc::new(Connections::default());
+    let phases = tokio::spawn(close_on_phases(inbound.drain.subscribe(), connections.clone()));
+    let stopped =
+        serve::serve("inbound", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
+            connection(stream, peer, inbound.clone(), this)
+        })
+        .await;
+    phases.abort();
+    stopped
+}
+
+/// Closes the open connections as the drain moves on (the gateway's too): HTTP/2 ones at its start (GOAWAY), the
+/// others once drain-min is over — each at once if idle, else after its response. A
+/// connection that has not carried a request yet is left open: closing it would fail the
+/// request its client may be sending (HTTP/1.1 cannot say "not processed, send it elsewhere").
+/// Connections opened later close after their first response, which carries the signal.
+pub(crate) async fn close_on_phases(mut phase: watch::Receiver<Phase>, connections: Arc<Connections>) {
+    if phase.wait_for(|p| *p >= Phase::Draining).await.is_err() {
+        return;
+    }
+    connections.close_where(Connection::is_h2);
+    if phase.wait_for(|p| *p >= Phase::Closing).await.is_err() {
+        return;
+    }
+    connections.close_where(Connection::is_used);
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, this: Arc<Connection>) {
+    let _open = Open::new(inbound.connections_open.clone());
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
-    let stack = Signal::new(
-        Track::new(
-            inbound.forward.for_peer(peer),
-            "inbound",
-            inbound.metrics.clone(),
-            Some(inbound.drain.clone()),
-        ),
-        inbound.drain.clone(),
-        control.clone(),
-        inbound.signal,
-    );
+    let track = inbound.tracking.wrap(inbound.forward.for_peer(peer));
+    let stack = Signal::new(track, inbound.drain.clone(), this.clone(), inbound.signal);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    tokio::pin!(conn);
-    let mut phase = inbound.drain.subscribe();
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                break;
-            }
-            () = close_requested(&mut phase, &control), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-        }
-    }
-    open.dec();
-}
-
-/// Resolves when this connection should close gracefully (the gateway's connections too).
-pub(crate) async fn close_requested(phase: &mut watch::Receiver<Phase>, control: &ConnectionControl) {
-    loop {
-        let now = *phase.borrow_and_update();
-        if now >= Phase::Closing || (now >= Phase::Draining && control.h2.load(Ordering::Relaxed)) {
-            return;
-        }
-        tokio::select! {
-            changed = phase.changed() => if changed.is_err() { return std::future::pending().await },
-            () = control.close.notified() => return,
-        }
-    }
+    serve::http(conn, &this).await;
 }

@@ -5,41 +5,32 @@
 //! this response (on HTTP/2 that is a graceful GOAWAY).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use berth_core::metadata::{DRAINING, LIFECYCLE_HEADER};
-use futures_util::future::BoxFuture;
+use berth_core::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Version};
-use tokio::sync::Notify;
 
 use crate::body::HttpResponse;
 use crate::drain::Drain;
-
-/// What a connection's requests tell the connection.
-#[derive(Debug, Default)]
-pub struct ConnectionControl {
-    /// Set by the first HTTP/2 request: such connections get GOAWAY as soon as a drain starts.
-    pub h2: AtomicBool,
-    /// Notified when a response carried the signal: close after it.
-    pub close: Notify,
-}
+use crate::serve::Connection;
 
 /// Marks responses while draining.
 #[derive(Clone, Debug)]
 pub struct Signal<S> {
     inner: S,
     drain: Arc<Drain>,
-    conn: Arc<ConnectionControl>,
+    conn: Arc<Connection>,
     enabled: bool,
 }
 
 impl<S> Signal<S> {
     /// Marks `inner`'s responses on the connection `conn` (unless not `enabled`:
     /// `--no-lifecycle`).
-    pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<ConnectionControl>, enabled: bool) -> Self {
+    pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<Connection>, enabled: bool) -> Self {
         Signal { inner, drain, conn, enabled }
     }
 }
@@ -47,11 +38,10 @@ impl<S> Signal<S> {
 impl<S, B> tower::Service<Request<B>> for Signal<S>
 where
     S: tower::Service<Request<B>, Response = HttpResponse, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+    type Future = Signalled<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -59,24 +49,51 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let h2 = req.version() == Version::HTTP_2;
-        if h2 {
-            self.conn.h2.store(true, Ordering::Relaxed);
-        }
-        let (drain, conn, enabled) = (self.drain.clone(), self.conn.clone(), self.enabled);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            // Decided when the response leaves, so a request in flight when the drain starts
-            // carries the signal too.
-            if enabled && drain.is_draining() {
-                let headers = resp.headers_mut();
-                headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
-                if !h2 {
-                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                conn.close.notify_one();
+        // What the drain's phases close the connection by (see `inbound::close_on_phases`).
+        self.conn.request(h2);
+        let mark = self.enabled.then(|| Mark { drain: self.drain.clone(), conn: self.conn.clone(), h2 });
+        Signalled { inner: self.inner.call(req), mark }
+    }
+}
+
+/// What marking one response takes.
+#[derive(Debug)]
+struct Mark {
+    drain: Arc<Drain>,
+    conn: Arc<Connection>,
+    h2: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way out; marked if the drain has started by the time it leaves.
+    pub struct Signalled<F> {
+        #[pin]
+        inner: F,
+        mark: Option<Mark>,
+    }
+}
+
+impl<F> Future for Signalled<F>
+where
+    F: Future<Output = Result<HttpResponse, Infallible>>,
+{
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        // Decided when the response leaves, so a request in flight when the drain starts
+        // carries the signal too.
+        if let Some(mark) = this.mark.take()
+            && mark.drain.is_draining()
+        {
+            let headers = resp.headers_mut();
+            headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
+            if !mark.h2 {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok(resp)
-        })
+            mark.conn.close();
+        }
+        Poll::Ready(Ok(resp))
     }
 }

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -37,17 +39,18 @@ use tokio::net::{TcpListener, TcpStream};
 use self::discovery::Discovery;
 pub use self::error::{Error, RetryClass};
 pub use self::retry::{BudgetSettings, Hedging};
+use crate::body::HttpResponse;
 use crate::endpoint::{Ejection, KeepAlive};
 use crate::metrics::Metrics;
 use crate::track::Track;
 
-/// The header that pins a request to a symbol.
-pub const SYMBOL_HEADER: &str = "x-berth-symbol";
 /// The header that marks a non-idempotent request as safe to retry (`true`).
-pub const RETRYABLE_HEADER: &str = "x-berth-retryable";
+pub use berth_core::header::RETRYABLE as RETRYABLE_HEADER;
+/// The header that pins a request to a symbol.
+pub use berth_core::header::SYMBOL as SYMBOL_HEADER;
 /// The same names, parsed once: lookups on the request path skip parsing them.
 const RETRYABLE: http::HeaderName = http::HeaderName::from_static(RETRYABLE_HEADER);
-const LIFECYCLE: http::HeaderName = http::HeaderName::from_static(berth_core::metadata::LIFECYCLE_HEADER);
+const LIFECYCLE: http::HeaderName = http::HeaderName::from_static(berth_core::header::LIFECYCLE);
 
 /// Outbound timeouts and failure handling.
 #[derive(Clone, Copy, Debug)]
@@ -120,32 +123,50 @@ impl Outbound {
     }
 }
 
-/// Accepts the app's connections for the life of the process (outbound does not drain).
-pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, outbound.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// How long the app's connections may take to finish once outbound stops (the app has
+/// stopped by then, or the drain was cut short).
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Accepts the app's connections until `stop` (outbound does not drain: apps call out while
+/// they finish their work), each served by `handler` behind the tracking layer.
+pub async fn serve<S>(
+    listener: TcpListener,
+    handler: S,
+    metrics: Metrics,
+    stop: impl std::future::Future<Output = ()>,
+) -> crate::serve::Stopped
+where
+    S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // The metric handles, looked up once for every connection.
+    let tracking = crate::track::Tracking::new("outbound", &metrics, None);
+    let open = metrics.connections.with_label_values(&["outbound"]);
+    crate::serve::serve("outbound", listener, stop, STOP_GRACE, Arc::default(), move |stream, _, this| {
+        connection(stream, tracking.wrap(handler.clone()), open.clone(), this)
+    })
+    .await
 }
 
-async fn connection(stream: TcpStream, outbound: Arc<Outbound>) {
-    let _ = stream.set_nodelay(true);
-    let open = outbound.metrics.connections.with_label_values(&["outbound"]);
-    open.inc();
-    let stack = Track::new(outbound.service(), "outbound", outbound.metrics.clone(), None);
+async fn connection<S>(
+    stream: TcpStream,
+    stack: Track<S>,
+    open: prometheus::IntGauge,
+    this: Arc<crate::serve::Connection>,
+) where
+    S: tower::Service<Request<Incoming>, Response = HttpResponse, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _open = crate::serve::Open::new(open);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "outbound connection ended with an error");
-    }
-    open.dec();
+    crate::serve::http(conn, &this).await;
 }

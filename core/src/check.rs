@@ -1,4 +1,7 @@
-//! How health is checked: the app's own check and each dependency's.
+//! How health is checked: the app's own check (`--app-health`, `berth.io/app-health`) and each
+//! dependency's (`--dependency`, `berth.io/dependencies`). The sidecar runs them; the injector
+//! validates a pod's annotations with the same parsers, so a pod it admits gets a sidecar that
+//! starts.
 
 use std::fmt;
 use std::str::FromStr;
@@ -84,6 +87,42 @@ impl fmt::Display for Check {
         match self {
             Check::Tcp { .. } => write!(f, "tcp://{}", self.authority()),
             Check::Http { path, .. } => write!(f, "http://{}{path}", self.authority()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_health_forms() {
+        assert_eq!("tcp".parse::<AppHealth>(), Ok(AppHealth::Tcp));
+        assert_eq!("http:/healthz".parse::<AppHealth>(), Ok(AppHealth::Http { path: "/healthz".into() }));
+        for bad in ["http:healthz", "http:/a b", "udp", ""] {
+            assert!(bad.parse::<AppHealth>().is_err(), "{bad}");
+        }
+        assert_eq!(AppHealth::Http { path: "/x".into() }.to_string(), "http:/x");
+    }
+
+    #[test]
+    fn dependency_forms() {
+        let tcp: Check = "tcp://db:5432".parse().unwrap();
+        assert_eq!(tcp, Check::Tcp { host: "db".into(), port: 5432 });
+        assert_eq!(tcp.to_string(), "tcp://db:5432");
+        let http: Check = "http://[::1]:8080/ready".parse().unwrap();
+        assert_eq!(http, Check::Http { host: "::1".into(), port: 8080, path: "/ready".into() });
+        assert_eq!("http://cache:80".parse::<Check>().unwrap().to_string(), "http://cache:80/");
+        for (bad, says) in [
+            ("db:5432", "expected tcp://"),
+            ("tcp://db", "no port"),
+            ("tcp://db:0", "bad port"),
+            ("tcp://db:5432/x", "takes no path"),
+            ("udp://db:53", "unknown scheme"),
+            ("tcp://:80", "bad host"),
+        ] {
+            let err = bad.parse::<Check>().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 }
