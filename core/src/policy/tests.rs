@@ -155,3 +155,14 @@ fn a_rule_is_for_this_hop_unless_it_says_lane() {
         .is_err()
     );
 }
+
+#[test]
+fn the_documented_example_parses_with_its_lane_rule() {
+    let doc = include_str!("../../../docs/traffic-policy.md");
+    let example = doc.split("```json\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let p = Policy::parse(example).unwrap();
+    assert_eq!(
+        p.matching_rule(&req(&[("x-beta", "1")], &[])).map(|(s, l)| (s.as_str(), l)),
+        Some(("canary", true))
+    );
+}
