@@ -10,6 +10,7 @@
 //! written once: the [`header`] names, the [`check`]s, [`options`] parsers and the [`defaults`].
 
 pub mod check;
+pub mod consumers;
 pub mod defaults;
 pub mod header;
 pub mod instance;

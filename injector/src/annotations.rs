@@ -39,9 +39,15 @@ pub const DRAIN_QUIET: &str = "berth.io/drain-quiet";
 pub const DRAIN_TIMEOUT: &str = "berth.io/drain-timeout";
 /// `true` or `false`: set `HTTP_PROXY`/`NO_PROXY` in the app's containers.
 pub const HTTP_PROXY: &str = "berth.io/http-proxy";
+/// Who calls the service: a preset of drain timings long enough for them (`berth`,
+/// `spring-cloud`), under the pod's own drain annotations.
+pub const CONSUMERS: &str = "berth.io/consumers";
+/// The Nacos cluster the instance registers in (default `DEFAULT`): Spring Cloud Alibaba's
+/// consumers prefer instances of their own cluster.
+pub const CLUSTER: &str = "berth.io/cluster";
 
 /// Every annotation a pod may set, for messages and docs.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     INJECT,
     SERVICE,
     SYMBOL,
@@ -54,6 +60,8 @@ pub const ALL: [&str; 12] = [
     DRAIN_QUIET,
     DRAIN_TIMEOUT,
     HTTP_PROXY,
+    CONSUMERS,
+    CLUSTER,
 ];
 
 /// A pod's annotation the sidecar could not work with.
@@ -87,6 +95,8 @@ pub struct PodSettings {
     pub drain_quiet: Duration,
     pub drain_timeout: Duration,
     pub http_proxy: bool,
+    /// `berth.io/cluster`; `None`: the sidecar's default.
+    pub cluster: Option<String>,
     /// From label `app.kubernetes.io/version`, when set.
     pub app_version: Option<String>,
 }
@@ -158,7 +168,20 @@ impl PodSettings {
             Some((k, v)) => return Err(bad(k, v, "`true` or `false`".into())),
             None => config.defaults.http_proxy,
         };
-        let d = &config.defaults;
+        // A consumers preset raises the defaults' drain to cover those consumers' caches;
+        // the pod's own drain annotations still win.
+        let mut d = config.defaults;
+        if let Some((k, v)) = get(CONSUMERS) {
+            let preset = v.parse::<berth_core::consumers::Consumers>().map_err(|e| bad(k, v, e))?;
+            d.drain_min = d.drain_min.max(preset.drain_min());
+            d.drain_timeout = d.drain_timeout.max(preset.drain_timeout());
+        }
+        let cluster = match get(CLUSTER) {
+            Some((k, v)) if !berth_core::instance::is_cluster_name(v) => {
+                return Err(bad(k, v, berth_core::instance::CLUSTER_RULE.into()));
+            }
+            c => c.map(|(_, v)| v.to_owned()),
+        };
         let settings = PodSettings {
             service,
             symbol,
@@ -171,6 +194,7 @@ impl PodSettings {
             drain_quiet: duration(DRAIN_QUIET, d.drain_quiet)?,
             drain_timeout: duration(DRAIN_TIMEOUT, d.drain_timeout)?,
             http_proxy,
+            cluster,
             app_version: labels(pod).and_then(|l| l.get("app.kubernetes.io/version")).cloned(),
         };
         settings.check_timings()?;

@@ -142,6 +142,9 @@ pub fn container(settings: &PodSettings, config: &InjectConfig, token: &DrainTok
     } else if let Some(registry) = &config.registry {
         vars.push(env("BERTH_REGISTRY", registry.clone()));
     }
+    if let Some(cluster) = &settings.cluster {
+        vars.push(env("BERTH_CLUSTER", cluster.clone()));
+    }
     if let Some(version) = &settings.app_version {
         vars.push(env("BERTH_APP_VERSION", version.clone()));
     }

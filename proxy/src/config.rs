@@ -229,6 +229,71 @@ pub struct ProxyArgs {
         hide_env_values = true
     )]
     pub drain_token: Option<String>,
+
+    // Registration for consumers without a sidecar (docs/mixed-fleets.md).
+    /// How the instance's Nacos weight is kept: `policy` — its share under the service's
+    /// traffic policy times its warm-up, so Nacos clients without a sidecar split traffic as
+    /// berth's consumers do — or `fixed` (1, Nacos's default; berth's consumers then honour
+    /// the Nacos weight as set in the registry).
+    #[arg(
+        long,
+        help_heading = "Registration",
+        env = "BERTH_NACOS_WEIGHT",
+        value_name = "MODE",
+        default_value = "policy"
+    )]
+    pub nacos_weight: NacosWeight,
+
+    /// The Nacos weight of an instance with an average share of its service under
+    /// `--nacos-weight policy` (1 matches instances registered without berth; raise it, e.g.
+    /// to 100, for clients that truncate weights to integers, such as nacos-sdk-go).
+    #[arg(
+        long,
+        help_heading = "Registration",
+        env = "BERTH_NACOS_WEIGHT_SCALE",
+        value_name = "WEIGHT",
+        default_value = "1"
+    )]
+    pub nacos_weight_scale: f64,
+
+    /// Metadata keys the symbol is also registered under, for clients without a sidecar:
+    /// `version` (Spring Cloud Alibaba's label routing), `hint` (Spring Cloud LoadBalancer's
+    /// `X-SC-LB-Hint`). Comma-separated; empty for none.
+    #[arg(long, help_heading = "Registration", env = "BERTH_SYMBOL_METADATA", value_name = "KEYS", value_delimiter = ',', default_value = "version,hint", value_parser = alias_key)]
+    pub symbol_metadata: Vec<String>,
+
+    /// The Nacos cluster the instance registers in (Spring Cloud Alibaba's consumers prefer
+    /// their own `spring.cloud.nacos.discovery.cluster-name`).
+    #[arg(long, help_heading = "Registration", env = "BERTH_CLUSTER", value_name = "NAME", default_value = berth_core::instance::DEFAULT_CLUSTER, value_parser = cluster_name)]
+    pub cluster: String,
+}
+
+/// How the sidecar keeps its instance's Nacos weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NacosWeight {
+    /// The instance's share under the traffic policy, times its warm-up.
+    Policy,
+    /// Always 1.
+    Fixed,
+}
+
+/// Checks a `--symbol-metadata` key (empty: none).
+fn alias_key(s: &str) -> Result<String, String> {
+    let key = s.trim();
+    if key.is_empty() || berth_core::metadata::is_alias_key(key) {
+        Ok(key.to_owned())
+    } else {
+        Err(berth_core::metadata::ALIAS_KEY_RULE.into())
+    }
+}
+
+/// Checks a Nacos cluster name: letters, digits and `-`, as Nacos requires.
+fn cluster_name(s: &str) -> Result<String, String> {
+    if berth_core::instance::is_cluster_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(berth_core::instance::CLUSTER_RULE.into())
+    }
 }
 
 /// What the app's port speaks.
@@ -288,6 +353,12 @@ pub struct Config {
     pub lifecycle: bool,
     /// Threads serving traffic.
     pub workers: u16,
+    /// How the Nacos weight is kept (`fixed` with `--no-lifecycle`).
+    pub nacos_weight: crate::weight::Settings,
+    /// Metadata keys that also carry the symbol.
+    pub symbol_metadata: Vec<String>,
+    /// The Nacos cluster name.
+    pub cluster: String,
 }
 
 /// The drain token; never printed.
@@ -407,6 +478,13 @@ impl ProxyArgs {
                 "must be longer than zero",
             ));
         }
+        if !(self.nacos_weight_scale > 0.0 && self.nacos_weight_scale <= crate::weight::MAX_WEIGHT) {
+            return Err(ConfigError::invalid(
+                "--nacos-weight-scale",
+                self.nacos_weight_scale,
+                format!("must be above 0 and at most {} (Nacos's largest weight)", crate::weight::MAX_WEIGHT),
+            ));
+        }
         if self.drain_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::invalid("--drain-token", "***", "must be at least 16 characters"));
         }
@@ -446,8 +524,26 @@ impl ProxyArgs {
             outbound_settings,
             lifecycle: !self.no_lifecycle,
             workers: self.workers,
+            nacos_weight: crate::weight::Settings {
+                // --no-lifecycle is a plain registry client: weight 1, whatever the policy.
+                follow_policy: self.nacos_weight == NacosWeight::Policy && !self.no_lifecycle,
+                scale: self.nacos_weight_scale,
+            },
+            symbol_metadata: dedup(self.symbol_metadata.into_iter().filter(|k| !k.is_empty())),
+            cluster: self.cluster,
         })
     }
+}
+
+/// The keys in order, each once.
+fn dedup(keys: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in keys {
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// Whether two listen addresses can collide on one port.

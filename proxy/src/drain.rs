@@ -5,7 +5,10 @@
 //! its [`Phase`]s: `Draining` at once (responses carry the read-only signal, HTTP/2 connections
 //! get GOAWAY), `Closing` after drain-min (idle keep-alive connections are closed, each busy one
 //! after its response), and `Done` once no request has arrived for drain-quiet and none is in
-//! flight — or, forced, at drain-timeout or on a second signal.
+//! flight — or, forced, at drain-timeout or on a second signal. [`heed`] counts the requests
+//! of peers that kept coming after they were sent the read-only signal.
+
+pub mod heed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -67,6 +70,7 @@ pub struct Drain {
     deregistered_after: AtomicU64,
     force: AtomicBool,
     force_notify: tokio::sync::Notify,
+    heed: heed::Heed,
 }
 
 /// What `/state` shows of a drain in progress.
@@ -81,6 +85,11 @@ pub struct Progress {
     /// Milliseconds from the drain's start to the deregistration, once done (microsecond
     /// precision).
     pub deregistered_after_ms: Option<f64>,
+    /// Requests from peers that had been sent the read-only signal (consumers without a
+    /// sidecar, or with a cached instance list): served, but a shorter drain would lose them.
+    pub signal_ignored: u64,
+    /// How many peers sent those.
+    pub peers_ignoring_signal: u64,
 }
 
 impl Default for Drain {
@@ -96,6 +105,7 @@ impl Default for Drain {
             deregistered_after: AtomicU64::new(0),
             force: AtomicBool::new(false),
             force_notify: tokio::sync::Notify::new(),
+            heed: heed::Heed::default(),
         }
     }
 }
@@ -183,7 +193,14 @@ impl Drain {
                 #[allow(clippy::cast_precision_loss)]
                 us => Some((us - 1) as f64 / 1000.0),
             },
+            signal_ignored: self.heed.ignored(),
+            peers_ignoring_signal: self.heed.ignoring_peers(),
         })
+    }
+
+    /// Who was sent the read-only signal, and who kept coming.
+    pub fn heed(&self) -> &heed::Heed {
+        &self.heed
     }
 
     /// Notes that the instance is out of the registry; returns the time since the drain began.

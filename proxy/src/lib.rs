@@ -13,6 +13,9 @@
 //! - **Drain.** On SIGTERM or `POST /drain`, [`drain`] deregisters at once, keeps accepting for
 //!   drain-min while every response carries the read-only signal, then ends once quiet.
 //! - **Admin.** [`admin`] serves probes, [`metrics`], state and the drain trigger.
+//! - **Consumers without a sidecar.** The lifecycle controller keeps the instance's Nacos
+//!   weight at its share under the traffic policy ([`weight`]), and the drain counts the
+//!   requests of peers that kept coming after the read-only signal.
 //!
 //! [`run`] wires them together; [`main`] is `berth proxy`.
 
@@ -32,6 +35,7 @@ pub mod outbound;
 pub mod serve;
 pub mod track;
 pub mod upgrade;
+pub mod weight;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -147,6 +151,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     let config = Arc::new(config);
     let metrics = metrics::Metrics::new();
     let drain = Arc::new(Drain::default());
+    drain.heed().count_into(metrics.drain_signal_ignored.clone());
     let (health_tx, health_rx) = watch::channel(health::Health::default());
     let (state_tx, state_rx) = lifecycle::channel();
     // The one stop of the outbound and admin listeners, once inbound is done and the app too.
@@ -162,6 +167,14 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
         metrics.clone(),
         stopped(),
     ));
+    let weights = weight::Keeper {
+        // The instances and policy its weight follows, as outbound follows any service.
+        service: config.nacos_weight.follow_policy.then(|| outbound.discovery.own(&config.service)),
+        scale: config.nacos_weight.scale,
+        me: advertise,
+        symbol: config.symbol.clone(),
+        warmup: config.timing.warmup,
+    };
     let controller = tokio::spawn(
         lifecycle::Controller {
             config: config.clone(),
@@ -172,6 +185,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
             drain: drain.clone(),
             health: health_rx.clone(),
             state: state_tx,
+            weights,
         }
         .run(),
     );

@@ -5,6 +5,11 @@
 //! `warming` for the warm-up window, then `serving`. Unhealthy while registered means
 //! deregistered and back to `starting`. A drain deregisters at once, from any state, and the
 //! controller reports `stopped` when the drain is over.
+//!
+//! While registered it also keeps the instance's Nacos weight ([`crate::weight`]): the same
+//! instance, metadata unchanged, registered again with the weight the policy now gives it, at
+//! most once per [`weight::INTERVAL`]. Being the one task that registers and deregisters, it
+//! never re-registers an instance the drain has just taken out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +24,16 @@ use crate::config::Config;
 use crate::drain::{Drain, Phase};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::weight::{self, Keeper};
 
 /// How often a registered instance checks that the registry still lists it (a Nacos server
 /// that restarted without its data loses ephemeral instances until clients re-register).
 const RECONCILE: Duration = Duration::from_secs(5);
 /// Longest wait between registration attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a registration waits for the first view of its own service (its Nacos weight
+/// depends on it); past it, the weight comes from what is known (at worst: this instance alone).
+const VIEW_WAIT: Duration = Duration::from_secs(5);
 
 /// What the sidecar is doing, as `/state` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +83,8 @@ pub struct Controller {
     pub drain: Arc<Drain>,
     pub health: watch::Receiver<Health>,
     pub state: watch::Sender<State>,
+    /// Computes the Nacos weight the instance should have.
+    pub weights: Keeper,
 }
 
 impl Controller {
@@ -117,19 +128,89 @@ impl Controller {
             if !self.healthy_for(self.config.timing.register_delay).await {
                 continue;
             }
-            let instance = self.instance();
+            let mut instance = self.instance();
+            instance.weight = self.first_weight(&instance).await;
             if !self.register(&instance).await {
                 continue;
             }
             self.set(Lifecycle::Warming, Some(instance.clone()));
-            if self.healthy_for(self.config.timing.warmup).await {
-                self.set(Lifecycle::Serving, Some(instance.clone()));
-                while self.healthy_for(RECONCILE).await {
-                    self.reconcile(&instance).await;
-                }
-            }
+            self.registered(&mut instance).await;
             tracing::warn!(failing = ?self.health.borrow().failing, "unhealthy; deregistering until healthy again");
             self.deregister(&instance).await;
+        }
+    }
+
+    /// While registered, until the app turns unhealthy: `serving` once the warm-up is over, the
+    /// registration checked every [`RECONCILE`], and the Nacos weight kept.
+    async fn registered(&mut self, instance: &mut Instance) {
+        let start = tokio::time::Instant::now();
+        let (warm_at, mut warming) = (start + self.config.timing.warmup, true);
+        let mut reconcile_at = start + RECONCILE;
+        let mut weighed_at = start;
+        let mut failing = false;
+        loop {
+            let mut next = (weighed_at + weight::INTERVAL).min(reconcile_at);
+            if warming {
+                next = next.min(warm_at);
+            }
+            if !self.healthy_for(next.saturating_duration_since(tokio::time::Instant::now())).await {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if warming && now >= warm_at {
+                warming = false;
+                self.set(Lifecycle::Serving, Some(instance.clone()));
+            }
+            if now >= reconcile_at {
+                self.reconcile(instance).await;
+                reconcile_at = now + RECONCILE;
+            }
+            if now >= weighed_at + weight::INTERVAL {
+                weighed_at = now;
+                failing = !self.keep_weight(instance, failing).await;
+            }
+        }
+    }
+
+    /// The weight of a new registration, once this sidecar has a view of its service (or
+    /// [`VIEW_WAIT`] is over).
+    async fn first_weight(&self, instance: &Instance) -> f64 {
+        if let Some(own) = &self.weights.service
+            && let Err(e) = own.ready(VIEW_WAIT).await
+        {
+            tracing::warn!(error = %e, "no view of the service yet; the Nacos weight starts from what is known");
+        }
+        self.weights.desired(instance.started_at().unwrap_or(0), berth_core::now_millis())
+    }
+
+    /// Registers the instance again if its Nacos weight should change; `false` when the
+    /// registry refused (retried at the next tick; only the first failure in a row is a
+    /// warning).
+    async fn keep_weight(&self, instance: &mut Instance, failing: bool) -> bool {
+        let want = self.weights.desired(instance.started_at().unwrap_or(0), berth_core::now_millis());
+        if !weight::worth_updating(instance.weight, want) {
+            return true;
+        }
+        let mut next = instance.clone();
+        next.weight = want;
+        match self.registry.register(&self.config.service, &next).await {
+            Ok(()) => {
+                tracing::debug!(from = instance.weight, to = want, "Nacos weight updated");
+                self.metrics.nacos_weight_updates.with_label_values(&["ok"]).inc();
+                self.metrics.nacos_weight.set(want);
+                *instance = next;
+                self.state.send_modify(|s| s.instance = Some(instance.clone()));
+                true
+            }
+            Err(e) => {
+                self.metrics.nacos_weight_updates.with_label_values(&["failed"]).inc();
+                if failing {
+                    tracing::debug!(error = %e, "cannot update the Nacos weight; retrying");
+                } else {
+                    tracing::warn!(error = %e, weight = want, "cannot update the Nacos weight; retrying every second");
+                }
+                false
+            }
         }
     }
 
@@ -149,6 +230,9 @@ impl Controller {
     fn instance(&self) -> Instance {
         let mut instance = Instance::new(self.advertise);
         let c = &self.config;
+        instance.cluster.clone_from(&c.cluster);
+        // Written once per registration and identical on every re-registration of it (only
+        // the weight changes): registries differ in how they treat metadata updates.
         instance.metadata.extend([
             (metadata::SYMBOL.to_owned(), c.symbol.to_string()),
             (metadata::STARTED_AT.to_owned(), berth_core::now_millis().to_string()),
@@ -156,7 +240,15 @@ impl Controller {
             (metadata::PROTOCOL.to_owned(), "h2c".to_owned()),
             (metadata::WARMUP.to_owned(), c.timing.warmup.as_millis().to_string()),
             (metadata::ADMIN_PORT.to_owned(), self.admin_port.to_string()),
+            (metadata::REGISTER_SOURCE.to_owned(), metadata::REGISTER_SOURCE_BERTH.to_owned()),
         ]);
+        // Other clients' conventions for "which deployment": Spring Cloud's label and hint routing.
+        for key in &c.symbol_metadata {
+            instance.metadata.insert(key.clone(), c.symbol.to_string());
+        }
+        if self.weights.follows_policy() {
+            instance.metadata.insert(metadata::WEIGHT.to_owned(), metadata::WEIGHT_POLICY.to_owned());
+        }
         instance
     }
 
@@ -176,7 +268,8 @@ impl Controller {
             match self.registry.register(&self.config.service, instance).await {
                 Ok(()) => {
                     self.metrics.registrations.inc();
-                    tracing::info!(service = %self.config.service, instance = %instance.addr, symbol = %self.config.symbol, registry = %self.registry.describe(), "registered");
+                    self.metrics.nacos_weight.set(instance.weight);
+                    tracing::info!(service = %self.config.service, instance = %instance.addr, symbol = %self.config.symbol, weight = instance.weight, registry = %self.registry.describe(), "registered");
                     return true;
                 }
                 Err(e) => {
@@ -191,17 +284,28 @@ impl Controller {
         }
     }
 
-    /// Registers again if the registry lost the instance.
+    /// Registers again if the registry lost the instance, or holds another weight for it (a
+    /// client's redo after a reconnect replays the registration it remembers; someone edited it).
     async fn reconcile(&mut self, instance: &Instance) {
-        match self.registry.instances(&self.config.service).await {
-            Ok(listed) if !listed.iter().any(|i| i.addr == instance.addr) => {
-                tracing::warn!(instance = %instance.addr, "the registry no longer lists this instance; registering again");
-                if self.registry.register(&self.config.service, instance).await.is_ok() {
-                    self.metrics.registrations.inc();
-                }
+        let listed = match self.registry.instances(&self.config.service).await {
+            Ok(listed) => listed.into_iter().find(|i| i.addr == instance.addr),
+            Err(e) => return tracing::debug!(error = %e, "cannot check the registration"),
+        };
+        match listed {
+            None => {
+                tracing::warn!(instance = %instance.addr, "the registry no longer lists this instance; registering again")
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot check the registration"),
+            Some(i) if (i.weight - instance.weight).abs() > instance.weight.abs() * 1e-6 => {
+                tracing::info!(
+                    listed = i.weight,
+                    kept = instance.weight,
+                    "the registry holds another weight; registering again"
+                )
+            }
+            Some(_) => return,
+        }
+        if self.registry.register(&self.config.service, instance).await.is_ok() {
+            self.metrics.registrations.inc();
         }
     }
 

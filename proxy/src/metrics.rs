@@ -35,6 +35,14 @@ pub struct Metrics {
     pub drain_requests: IntCounter,
     /// `berth_drain_duration_seconds`: from drain start to its end (or so far).
     pub drain_duration: Gauge,
+    /// `berth_drain_signal_ignored_total`: requests received while draining from a peer that
+    /// had been sent the read-only signal (a consumer without a sidecar, or with a stale cache).
+    pub drain_signal_ignored: IntCounter,
+    /// `berth_nacos_weight`: the weight this instance is registered with.
+    pub nacos_weight: Gauge,
+    /// `berth_nacos_weight_updates_total{result}`: re-registrations for a new weight (`ok`,
+    /// `failed`).
+    pub nacos_weight_updates: IntCounterVec,
     /// `berth_outbound_requests_total{service, symbol, status_class}`.
     pub outbound_requests: IntCounterVec,
     /// `berth_outbound_request_duration_seconds{service, symbol}`: until the response headers.
@@ -155,6 +163,16 @@ impl Metrics {
             drain_duration: gauge(
                 "berth_drain_duration_seconds",
                 "Time from the start of the drain to its end.",
+            ),
+            drain_signal_ignored: counter(
+                "berth_drain_signal_ignored_total",
+                "Requests received while draining from peers already sent the read-only signal.",
+            ),
+            nacos_weight: gauge("berth_nacos_weight", "The weight this instance is registered with."),
+            nacos_weight_updates: counter_vec(
+                "berth_nacos_weight_updates_total",
+                "Re-registrations for a new Nacos weight, by result.",
+                &["result"],
             ),
             outbound_requests: counter_vec(
                 "berth_outbound_requests_total",

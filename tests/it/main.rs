@@ -20,6 +20,7 @@ mod image;
 mod injector;
 mod kubelet;
 mod lanes;
+mod mixed;
 mod outbound;
 mod page;
 mod page_browser;

@@ -22,7 +22,8 @@ pub struct InstanceView {
     pub symbol: Symbol,
     /// Whether the policy overrides the symbol the instance registered with.
     pub overridden: bool,
-    /// `warming`, `serving`, `draining`, `ejected`, `unhealthy`, `disabled`, `weightless`; for
+    /// `warming`, `serving`, `draining`, `ejected`, `unhealthy`, `disabled`, `weightless` (a
+    /// weight 0 berth's consumers honour; a policy-kept Nacos weight of 0 is not); for
     /// an instance that left the registry: `deregistered` (not asked since), `draining`, or —
     /// its app turned unhealthy — `starting` or `registering`.
     pub state: &'static str,
@@ -36,7 +37,13 @@ pub struct InstanceView {
     pub seen_by_consumers: BTreeMap<String, usize>,
     /// Seconds since it registered (`berth.started_at`), if it says.
     pub age_seconds: Option<u64>,
+    /// The weight berth's consumers balance it by: the registry's, or 1 when the registry's
+    /// weight is its policy share kept for consumers without a sidecar (`berth.weight: policy`).
     pub weight: f64,
+    /// That weight times the warm-up factor, as consumers ramp it now.
+    pub effective_weight: f64,
+    /// The registry's weight: what Nacos clients without a sidecar split by.
+    pub nacos_weight: f64,
     pub healthy: bool,
     pub enabled: bool,
     /// `berth.version`, if any.
@@ -51,6 +58,13 @@ pub fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
     }
 }
 
+/// How far a warming instance's share has ramped, as consumers ramp it (from
+/// [`berth_core::instance::MIN_WARMUP_FACTOR`] to 1).
+#[allow(clippy::cast_precision_loss)]
+fn ramp(age_ms: u64, warmup_ms: u64) -> f64 {
+    (age_ms as f64 / warmup_ms.max(1) as f64).clamp(berth_core::instance::MIN_WARMUP_FACTOR, 1.0)
+}
+
 /// The state from the registry's flags and the warm-up, then from consumers' views.
 fn state(i: &Instance, warming: bool, seen: &BTreeMap<String, usize>) -> &'static str {
     let seen = |s: &str| seen.get(s).copied().unwrap_or(0) > 0;
@@ -58,7 +72,7 @@ fn state(i: &Instance, warming: bool, seen: &BTreeMap<String, usize>) -> &'stati
         "disabled"
     } else if !i.healthy {
         "unhealthy"
-    } else if i.weight <= 0.0 {
+    } else if i.balance_weight() <= 0.0 {
         "weightless"
     } else if seen("draining") {
         "draining"
@@ -92,7 +106,12 @@ fn view(
         warmup_progress: (state == "warming").then(|| age_ms.unwrap_or(0) as f64 / warmup_ms.max(1) as f64),
         seen_by_consumers: seen,
         age_seconds: age_ms.map(|a| a / 1000),
-        weight: i.weight,
+        weight: i.balance_weight(),
+        effective_weight: match state {
+            "warming" => i.balance_weight() * ramp(age_ms.unwrap_or(0), warmup_ms),
+            _ => i.balance_weight(),
+        },
+        nacos_weight: i.weight,
         healthy: i.healthy,
         enabled: i.enabled,
         version: i.metadata.get(berth_core::metadata::VERSION).cloned(),
@@ -135,6 +154,8 @@ pub fn by_symbol(
             seen_by_consumers: seen.remove(&sidecar.instance).unwrap_or_default(),
             age_seconds: sidecar.started_at.map(|t| now.saturating_sub(t) / 1000),
             weight: 0.0,
+            effective_weight: 0.0,
+            nacos_weight: 0.0,
             healthy: false,
             enabled: true,
             version: None,

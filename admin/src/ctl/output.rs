@@ -34,6 +34,11 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A weight to two decimals (`-` when absent).
+fn weight(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |w| format!("{w:.2}"))
+}
+
 /// `stable=90 canary=10` from a JSON object of numbers.
 fn pairs(v: &Value) -> String {
     let parts: Vec<String> =
@@ -184,7 +189,8 @@ pub fn render(command: &CtlCommand, v: &Value) -> String {
                         s(&i["address"]),
                         state,
                         age(&i["age_seconds"]),
-                        s(&i["weight"]),
+                        weight(&i["effective_weight"]),
+                        weight(&i["nacos_weight"]),
                         s(&i["version"]),
                     ]);
                 }
@@ -193,7 +199,9 @@ pub fn render(command: &CtlCommand, v: &Value) -> String {
                 return out + "no registered instance\n";
             }
             out.push('\n');
-            out + &table(&["SYMBOL", "ADDRESS", "STATE", "AGE", "WEIGHT", "VERSION"], &rows)
+            // WEIGHT: what berth's consumers balance by now; NACOS: what clients without a
+            // sidecar split by (the policy share the instance's sidecar keeps).
+            out + &table(&["SYMBOL", "ADDRESS", "STATE", "AGE", "WEIGHT", "NACOS", "VERSION"], &rows)
         }
         CtlCommand::Policy { file: None, .. } => {
             format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
@@ -276,15 +284,21 @@ mod tests {
                 "rules": [{"name": "beta", "match": [{"header": "x-beta", "exact": "1"}], "symbol": "canary"}]},
             "symbols": {
                 "canary": [{"address": "10.0.0.2:15006", "symbol": "canary", "overridden": true, "state": "warming",
-                    "age_seconds": 12, "weight": 1.0, "healthy": true, "enabled": true, "version": "1.1"}],
+                    "age_seconds": 12, "weight": 1.0, "effective_weight": 0.4, "nacos_weight": 0.012,
+                    "healthy": true, "enabled": true, "version": "1.1"}],
                 "stable": [{"address": "10.0.0.1:15006", "symbol": "stable", "overridden": false, "state": "serving",
-                    "age_seconds": 4000, "weight": 1.0, "healthy": true, "enabled": true, "version": null}]}
+                    "age_seconds": 4000, "weight": 1.0, "effective_weight": 1.0, "nacos_weight": 1.8,
+                    "healthy": true, "enabled": true, "version": null}]}
         });
         let out = render(&CtlCommand::Show { service: "users".into() }, &answer);
         assert!(out.starts_with("users: 2 instance(s), policy version 3 (registry)\n"), "{out}");
         assert!(out.contains("weights canary=10 stable=90"), "{out}");
         assert!(out.contains("rule 0 (beta): header x-beta = 1 → canary"), "{out}");
-        assert!(out.contains("canary (override)  10.0.0.2:15006  warming  12s"), "{out}");
-        assert!(out.contains("stable             10.0.0.1:15006  serving  1h6m"), "{out}");
+        assert!(out.contains("AGE   WEIGHT  NACOS  VERSION"), "{out}");
+        assert!(
+            out.contains("canary (override)  10.0.0.2:15006  warming  12s   0.40    0.01   1.1"),
+            "{out}"
+        );
+        assert!(out.contains("stable             10.0.0.1:15006  serving  1h6m  1.00    1.80   -"), "{out}");
     }
 }

@@ -152,6 +152,7 @@ fn to_nacos(instance: &Instance) -> ServiceInstance {
         healthy: instance.healthy,
         enabled: instance.enabled,
         ephemeral: true,
+        cluster_name: Some(instance.cluster.clone()),
         metadata: instance.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ..ServiceInstance::default()
     }
@@ -165,6 +166,7 @@ fn from_nacos(i: &ServiceInstance) -> Option<Instance> {
         weight: i.weight,
         healthy: i.healthy,
         enabled: i.enabled,
+        cluster: i.cluster_name.clone().unwrap_or_else(|| crate::instance::DEFAULT_CLUSTER.to_owned()),
         metadata: i.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
 }
@@ -190,6 +192,17 @@ impl NamingEventListener for Pushes {
                 changed
             });
         }
+    }
+}
+
+/// A config document's content as the server has it now (empty: it does not exist); `None`
+/// when the server could not be asked.
+async fn read_config(config: &ConfigService, data_id: &str) -> Option<String> {
+    let read = config.get_config(data_id.to_owned(), CONFIG_GROUP.to_owned());
+    match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Ok(Ok(resp)) => Some(resp.content().clone()),
+        Ok(Err(NacosError::ConfigNotFound(_))) => Some(String::new()),
+        _ => None,
     }
 }
 
@@ -377,26 +390,26 @@ impl Registry for NacosRegistry {
             config.add_listener(data_id.to_owned(), CONFIG_GROUP.to_owned(), listener.clone()),
         )
         .await?;
+        // The receiver holds the document from the start: a watcher deciding something at once
+        // (a sidecar's first Nacos weight, a consumer's first request) sees the stored policy,
+        // not "none yet".
+        if let Some(content) = read_config(config, data_id).await {
+            listener.set(&content);
+        }
         // nacos-sdk 0.8.3 drops the first change of a document that did not exist when the
         // listener was added, and a push can be missed while disconnected: read it again now
         // and then, often while it is absent.
         let (config, data_id_owned, pushes) = (config.clone(), data_id.to_owned(), listener);
         tokio::spawn(async move {
             loop {
-                let read = config.get_config(data_id_owned.clone(), CONFIG_GROUP.to_owned());
-                let content = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
-                    Ok(Ok(resp)) => Some(resp.content().clone()),
-                    Ok(Err(NacosError::ConfigNotFound(_))) => Some(String::new()),
-                    _ => None,
-                };
-                if let Some(content) = content {
+                let absent = pushes.0.borrow().is_none();
+                tokio::time::sleep(if absent { RESYNC_ABSENT } else { RESYNC }).await;
+                if let Some(content) = read_config(&config, &data_id_owned).await {
                     pushes.set(&content);
                 }
                 if pushes.0.is_closed() {
                     return;
                 }
-                let absent = pushes.0.borrow().is_none();
-                tokio::time::sleep(if absent { RESYNC_ABSENT } else { RESYNC }).await;
             }
         });
         let mut watches = self.config_watches.lock().unwrap_or_else(|e| e.into_inner());

@@ -47,6 +47,7 @@ fn each_annotation_sets_its_setting() {
         SERVICE: "orders", SYMBOL: "canary", APP_PORT: "admin", APP_HEALTH: "http:/healthz",
         DEPENDENCIES: "tcp://db:5432,http://cache:80/ping", REGISTER_DELAY: "3s", WARMUP: "2m",
         DRAIN_MIN: "7s", DRAIN_QUIET: "500ms", DRAIN_TIMEOUT: "1m", HTTP_PROXY: "true",
+        CLUSTER: "zone-a",
     }))
     .unwrap();
     assert_eq!(s.service, "orders");
@@ -63,6 +64,8 @@ fn each_annotation_sets_its_setting() {
     assert_eq!(s.drain_quiet, Duration::from_millis(500));
     assert_eq!(s.drain_timeout, Duration::from_secs(60));
     assert!(s.http_proxy);
+    assert_eq!(s.cluster.as_deref(), Some("zone-a"));
+    assert_eq!(read(json!({})).unwrap().cluster, None, "the sidecar's default");
     assert_eq!(read(json!({ APP_PORT: "9000" })).unwrap().app_port, 9000);
     assert!(!read(json!({ HTTP_PROXY: "false" })).unwrap().http_proxy);
     let margin = InjectConfig { grace_period_margin: Duration::from_millis(1500), ..Default::default() };
@@ -84,6 +87,13 @@ fn bad_values_name_the_annotation_and_what_is_allowed() {
         (json!({ DRAIN_QUIET: "0s" }), DRAIN_QUIET, "longer than zero"),
         (json!({ DRAIN_TIMEOUT: "3s" }), DRAIN_TIMEOUT, "longer than drain-min"),
         (json!({ HTTP_PROXY: "yes" }), HTTP_PROXY, "`true` or `false`"),
+        (json!({ CONSUMERS: "java" }), CONSUMERS, "`spring-cloud`"),
+        (json!({ CLUSTER: "zone_a" }), CLUSTER, "letters, digits or `-`"),
+        (
+            json!({ CONSUMERS: "spring-cloud", DRAIN_TIMEOUT: "30s" }),
+            DRAIN_TIMEOUT,
+            "longer than drain-min (40s)",
+        ),
     ];
     for (annotations, key, allowed) in cases {
         let err = read(annotations.clone()).unwrap_err();
@@ -113,5 +123,28 @@ fn opt_in_reads_enabled_and_disabled_only() {
     assert_eq!(with("disabled"), Ok(OptIn::Disabled));
     assert_eq!(opt_in(&pod(json!({}), json!({}))), Ok(OptIn::Unset));
     assert!(with("true").unwrap_err().to_string().contains("`enabled` or `disabled`"));
-    assert_eq!(ALL.len(), 12);
+    assert_eq!(ALL.len(), 14);
+}
+
+#[test]
+fn a_consumers_preset_raises_the_drain_and_the_grace_period_under_the_pods_own_annotations() {
+    let sc = read(json!({ CONSUMERS: "spring-cloud" })).unwrap();
+    assert_eq!((sc.drain_min, sc.drain_timeout), (Duration::from_secs(40), Duration::from_secs(70)));
+    assert_eq!(sc.grace_period_seconds(&InjectConfig::default()), 40 + 70 + 5);
+    let berth = read(json!({ CONSUMERS: "berth" })).unwrap();
+    assert_eq!(berth, read(json!({})).unwrap(), "the default preset is the defaults");
+    let own = read(json!({ CONSUMERS: "spring-cloud", DRAIN_MIN: "50s" })).unwrap();
+    assert_eq!((own.drain_min, own.drain_timeout), (Duration::from_secs(50), Duration::from_secs(70)));
+    // A floor: longer configured defaults stay.
+    let long = InjectConfig {
+        defaults: crate::config::Defaults {
+            drain_min: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let kept = PodSettings::read(&pod(json!({ CONSUMERS: "spring-cloud" }), json!({ "app": "shop" })), &long)
+        .unwrap();
+    assert_eq!((kept.drain_min, kept.drain_timeout), (Duration::from_secs(60), Duration::from_secs(120)));
 }

@@ -215,6 +215,7 @@ fn every_annotation_reaches_the_sidecar_and_the_app() {
         ("BERTH_DRAIN_MIN", "10s"),
         ("BERTH_DRAIN_QUIET", "2s"),
         ("BERTH_DRAIN_TIMEOUT", "45s"),
+        ("BERTH_CLUSTER", "zone-a"),
     ] {
         assert_eq!(env(&sidecar, name), Some(value), "{name}");
     }

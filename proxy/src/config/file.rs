@@ -47,6 +47,7 @@ pub(super) fn args_from_file(
             let text = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => return Err(file_err(format!("`{key}` must be a string or a number, not {other}"))),
             };

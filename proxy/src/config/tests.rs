@@ -264,3 +264,28 @@ fn url_passwords_are_found_and_never_echoed() {
         "{err}"
     );
 }
+
+#[test]
+fn registration_for_consumers_without_a_sidecar_defaults_to_policy_weights_and_the_symbol_as_version_and_hint()
+ {
+    let c = load_with(&[]).unwrap();
+    assert_eq!(c.nacos_weight, crate::weight::Settings { follow_policy: true, scale: 1.0 });
+    assert_eq!(c.symbol_metadata, ["version", "hint"]);
+    assert_eq!(c.cluster, "DEFAULT");
+    let c = load_with(&[
+        "--nacos-weight",
+        "fixed",
+        "--nacos-weight-scale",
+        "100",
+        "--symbol-metadata",
+        "lane,lane,",
+        "--cluster",
+        "zone-a",
+    ])
+    .unwrap();
+    assert_eq!(c.nacos_weight, crate::weight::Settings { follow_policy: false, scale: 100.0 });
+    assert_eq!((c.symbol_metadata.as_slice(), c.cluster.as_str()), (&["lane".to_owned()][..], "zone-a"));
+    assert!(load_with(&["--symbol-metadata", ""]).unwrap().symbol_metadata.is_empty(), "empty: none");
+    // --no-lifecycle is a plain registry client: weight 1.
+    assert!(!load_with(&["--no-lifecycle"]).unwrap().nacos_weight.follow_policy);
+}

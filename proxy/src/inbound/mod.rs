@@ -104,7 +104,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, 
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
     let track = inbound.tracking.wrap(inbound.forward.for_peer(peer));
-    let stack = Signal::new(track, inbound.drain.clone(), this.clone(), inbound.signal);
+    let stack = Signal::new(track, inbound.drain.clone(), this.clone(), inbound.signal).with_peer(peer.ip());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,13 +26,20 @@ pub struct Signal<S> {
     drain: Arc<Drain>,
     conn: Arc<Connection>,
     enabled: bool,
+    /// The connection's peer, for the drain's count of who ignores the signal.
+    peer: Option<IpAddr>,
 }
 
 impl<S> Signal<S> {
     /// Marks `inner`'s responses on the connection `conn` (unless not `enabled`:
     /// `--no-lifecycle`).
     pub fn new(inner: S, drain: Arc<Drain>, conn: Arc<Connection>, enabled: bool) -> Self {
-        Signal { inner, drain, conn, enabled }
+        Signal { inner, drain, conn, enabled, peer: None }
+    }
+
+    /// Tells the drain who was sent the signal and who kept coming ([`crate::drain::heed`]).
+    pub fn with_peer(self, peer: IpAddr) -> Self {
+        Signal { peer: Some(peer), ..self }
     }
 }
 
@@ -51,7 +59,15 @@ where
         let h2 = req.version() == Version::HTTP_2;
         // What the drain's phases close the connection by (see `inbound::close_on_phases`).
         self.conn.request(h2);
-        let mark = self.enabled.then(|| Mark { drain: self.drain.clone(), conn: self.conn.clone(), h2 });
+        if let Some(peer) = self.peer.filter(|_| self.enabled && self.drain.is_draining()) {
+            self.drain.heed().arrived(peer);
+        }
+        let mark = self.enabled.then(|| Mark {
+            drain: self.drain.clone(),
+            conn: self.conn.clone(),
+            h2,
+            peer: self.peer,
+        });
         Signalled { inner: self.inner.call(req), mark }
     }
 }
@@ -62,6 +78,7 @@ struct Mark {
     drain: Arc<Drain>,
     conn: Arc<Connection>,
     h2: bool,
+    peer: Option<IpAddr>,
 }
 
 pin_project_lite::pin_project! {
@@ -91,6 +108,9 @@ where
             headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static(DRAINING));
             if !mark.h2 {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(peer) = mark.peer {
+                mark.drain.heed().signalled(peer);
             }
             mark.conn.close();
         }

@@ -34,7 +34,7 @@ use berth_core::{Instance, Symbol};
 use crate::endpoint::{Endpoint, PeerSettings, clock_ms};
 
 /// The lowest share a warming instance gets, relative to a warm one.
-const MIN_WARMUP_FACTOR: f64 = 0.05;
+pub use berth_core::instance::MIN_WARMUP_FACTOR;
 /// Draws per weighted pick before [`sampled`] gives the choice to the exact path.
 const SAMPLE_DRAWS: usize = 16;
 
@@ -43,8 +43,12 @@ const SAMPLE_DRAWS: usize = 16;
 pub struct Entry {
     pub endpoint: Arc<Endpoint>,
     pub symbol: Symbol,
-    /// The registry's weight.
+    /// The weight this sidecar balances by: the registry's, or 1 for an instance whose
+    /// registry weight is its policy share kept for consumers without a sidecar (the policy is
+    /// applied here already; see `Instance::balance_weight`).
     pub weight: f64,
+    /// The registry's weight, as consumers without a sidecar see it.
+    pub nacos_weight: f64,
     /// `berth.started_at`, ms since the epoch.
     pub started_at: Option<u64>,
     /// The instance's warm-up window in ms.
@@ -115,7 +119,10 @@ impl Snapshot {
             let symbol = policy.override_for(i.addr).cloned().or_else(|| i.symbol()).unwrap_or_default();
             let warmup_ms =
                 i.warmup().map_or(default_warmup_ms, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
-            entries.push(Entry { endpoint, symbol, weight: i.weight, started_at, warmup_ms });
+            // Not `i.weight`: a policy-kept registry weight would apply the policy twice, and a
+            // canary without a share (Nacos weight 0) must stay reachable by pin.
+            let weight = i.balance_weight();
+            entries.push(Entry { endpoint, symbol, weight, nacos_weight: i.weight, started_at, warmup_ms });
         }
         let mut by_symbol: HashMap<Symbol, Group> = HashMap::new();
         for (n, e) in entries.iter().enumerate() {

@@ -46,6 +46,7 @@ impl Outbound {
                         "ejected_for_ms": u64::try_from(e.endpoint.ejected_for().as_millis()).unwrap_or(u64::MAX),
                         "weight": e.weight,
                         "effective_weight": snapshot.effective_weight(e, now, warmup),
+                        "nacos_weight": e.nacos_weight,
                         "protocol": if e.endpoint.h2 { "h2c" } else { "http1" },
                     })
                 })

@@ -159,6 +159,25 @@ impl Discovery {
         if current.len() >= MAX_SERVICES {
             return Err(DiscoveryError::TooMany(name.to_owned()));
         }
+        let service = self.start_following(name);
+        let mut next = HashMap::clone(&current);
+        next.insert(name.to_owned(), service.clone());
+        self.services.store(Arc::new(next));
+        Ok(service)
+    }
+
+    /// Follows the sidecar's own service — the instances and policy its Nacos weight is kept
+    /// by — with the same task as every followed service, but unlisted: the app does not call
+    /// it, so `/endpoints`, the outbound metrics and admin's count of consumers leave it out.
+    /// If the app does call it, that following is shared.
+    pub fn own(&self, name: &str) -> Arc<Service> {
+        match self.services.load().get(name) {
+            Some(s) => s.clone(),
+            None => self.start_following(name),
+        }
+    }
+
+    fn start_following(&self, name: &str) -> Arc<Service> {
         let service = Arc::new(Service {
             name: name.to_owned(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
@@ -176,9 +195,6 @@ impl Discovery {
             ejections: Some(self.metrics.outbound_ejections.with_label_values(&[name])),
             service_latency: Some(service.latency.clone()),
         };
-        let mut next = HashMap::clone(&current);
-        next.insert(name.to_owned(), service.clone());
-        self.services.store(Arc::new(next));
         tokio::spawn(follow(
             service.clone(),
             self.registry.clone(),
@@ -186,7 +202,7 @@ impl Discovery {
             self.metrics.clone(),
             peer,
         ));
-        Ok(service)
+        service
     }
 }
 
