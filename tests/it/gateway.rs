@@ -126,6 +126,11 @@ async fn the_gateway_routes_exposed_services_and_nothing_else() {
     assert_eq!(echo["headers"]["host"], "user");
     assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1, 127.0.0.1", "the client, then the gateway");
     assert_eq!(echo["headers"]["x-berth-symbol"], "canary", "the path's symbol is the lane");
+    // An outside client does not decide that its POST may be sent twice.
+    let post =
+        c.post(gw.url("/user/echo")).header("x-berth-retryable", "true").body("x").send().await.unwrap();
+    let echo: serde_json::Value = post.json().await.unwrap();
+    assert!(echo["headers"].get("x-berth-retryable").is_none(), "{echo}");
 
     // The lane started by the path travels on through user-canary's own sidecar.
     let chain = c.get(gw.url("/user.canary/call?next=orders&forward=baggage")).send().await.unwrap();

@@ -6,7 +6,8 @@
 //! nothing sent anywhere — so the gateway cannot become an open proxy to every registered
 //! service. A routed request goes on to the outbound stack with its [`Target`] attached (the
 //! prefix stripped, `Host` set to the service), and the path's symbol as the request's lane
-//! unless the request carries one itself ([`crate::lane`]).
+//! unless the request carries one itself ([`crate::lane`]); `x-berth-retryable` from outside
+//! is dropped.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -22,6 +23,9 @@ use hyper::body::Incoming;
 use crate::body::{self, HttpResponse};
 use crate::headers;
 use crate::outbound::target::Target;
+
+/// The field that marks a non-idempotent request as safe to retry.
+const RETRYABLE: http::HeaderName = http::HeaderName::from_static(berth_core::header::RETRYABLE);
 
 /// The services the gateway exposes, and how requests name them.
 #[derive(Clone, Debug, Default)]
@@ -118,6 +122,9 @@ where
                 if let Some(peer) = &self.peer {
                     headers::add_forwarded(req.headers_mut(), peer);
                 }
+                // Whether a POST may be sent twice is for the services inside to say, not for a
+                // client outside (as Envoy's edge drops x-envoy-* fields from untrusted clients).
+                req.headers_mut().remove(RETRYABLE);
                 req.extensions_mut().insert(target);
                 Either::Left(self.inner.call(req))
             }
