@@ -17,6 +17,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 enum Command {
     Proxy(berth_proxy::config::ProxyArgs),
+    Gateway(berth_proxy::gateway::GatewayArgs),
     Injector(berth_injector::InjectorArgs),
     Inject(berth_injector::InjectArgs),
     Admin(berth_admin::AdminArgs),
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Proxy(args) => berth_proxy::main(args),
+        Command::Gateway(args) => berth_proxy::gateway::main(args),
         Command::Injector(args) => berth_injector::main(args),
         Command::Inject(args) => berth_injector::inject_main(args),
         Command::Admin(args) => berth_admin::main(args),

@@ -76,6 +76,10 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
     /// Where matching requests go.
     pub symbol: Symbol,
+    /// `true`: the symbol becomes the request's lane — forwarded to the next hop, which keeps it
+    /// down the call chain; `false` (the default): it picks this hop's instance only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lane: bool,
 }
 
 /// One condition: a source (`header` or `cookie`) and one kind of match.
@@ -160,7 +164,8 @@ struct CompiledCondition {
 pub struct CompiledPolicy {
     /// The document it was compiled from.
     pub policy: Policy,
-    rules: Vec<(Vec<CompiledCondition>, Symbol)>,
+    /// Each rule's conditions, its symbol and whether that becomes the lane.
+    rules: Vec<(Vec<CompiledCondition>, Symbol, bool)>,
     /// Weighted symbols with their cumulative upper bounds out of 100, for picking.
     cumulative: Vec<(u32, Symbol)>,
     overrides: BTreeMap<SocketAddr, Symbol>,
@@ -208,7 +213,7 @@ impl Policy {
                     Err(message) => problem(format!("rules[{i}].match[{j}]"), message),
                 }
             }
-            rules.push((conditions, rule.symbol.clone()));
+            rules.push((conditions, rule.symbol.clone(), rule.lane));
         }
         let mut overrides = BTreeMap::new();
         for (addr, symbol) in &self.overrides {
@@ -285,10 +290,15 @@ impl CompiledPolicy {
 
     /// The symbol of the first rule the request matches.
     pub fn rule_symbol(&self, req: &impl RequestView) -> Option<&Symbol> {
+        self.matching_rule(req).map(|(symbol, _)| symbol)
+    }
+
+    /// The first rule the request matches: its symbol, and whether that becomes the lane.
+    pub fn matching_rule(&self, req: &impl RequestView) -> Option<(&Symbol, bool)> {
         self.rules
             .iter()
-            .find(|(conditions, _)| conditions.iter().all(|c| c.holds(req)))
-            .map(|(_, symbol)| symbol)
+            .find(|(conditions, ..)| conditions.iter().all(|c| c.holds(req)))
+            .map(|(_, symbol, lane)| (symbol, *lane))
     }
 
     /// The symbol of the weighted split for a roll in `0..100`; the default when unweighted.

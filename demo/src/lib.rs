@@ -7,6 +7,7 @@
 
 pub mod fleet;
 pub mod http;
+pub mod lanes;
 pub mod load;
 pub mod report;
 pub mod rollout;
@@ -35,6 +36,9 @@ pub fn main(args: DemoArgs) -> ExitCode {
         eprintln!("error: cannot create {}: {e}", scratch.display());
         return ExitCode::FAILURE;
     }
+    if args.lanes {
+        return lanes_main(&runtime, args.registry, &scratch);
+    }
     let json = args.json;
     let outcome = runtime.block_on(async {
         tokio::select! {
@@ -62,5 +66,29 @@ pub fn main(args: DemoArgs) -> ExitCode {
             }
             if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
+    }
+}
+
+/// `berth demo --lanes`: exit 0 only when every request took the path its case wants.
+fn lanes_main(
+    runtime: &tokio::runtime::Runtime,
+    registry: Option<String>,
+    scratch: &std::path::Path,
+) -> ExitCode {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = lanes::run(registry, scratch) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let _ = std::fs::remove_dir_all(scratch);
+    match outcome {
+        None => ExitCode::from(130),
+        Some(Err(e)) => {
+            eprintln!("error: the demo could not run: {e}");
+            ExitCode::FAILURE
+        }
+        Some(Ok(true)) => ExitCode::SUCCESS,
+        Some(Ok(false)) => ExitCode::from(1),
     }
 }

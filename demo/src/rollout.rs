@@ -49,6 +49,10 @@ pub struct DemoArgs {
     /// Print the summary as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Instead of the rollout, show a lane across two services: requests for `feature-x` reach
+    /// `feature-x` of both, the others stay on `stable`.
+    #[arg(long)]
+    pub lanes: bool,
 }
 
 /// One instance: an app and its sidecar.

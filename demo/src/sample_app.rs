@@ -10,6 +10,8 @@
 //! | `GET /stream?chunks=N&ms=M` | N chunks, M milliseconds apart |
 //! | `ANY /echo` | JSON of the method, path, version, headers and body size it received |
 //! | `GET /upgrade` with `Upgrade: X` | `101 Switching Protocols`, then echoes every byte back |
+//! | `GET /call?next=B,C&forward=baggage\|none\|all` | calls `B` (which calls `C`) through its sidecar's outbound port; one line per hop ([`call`]) |
+//! | `POST /outbound?addr=ADDR` | the sidecar's outbound port, for `/call` |
 //!
 //! With `--reset` it answers nothing: every request's connection is closed.
 //!
@@ -53,13 +55,19 @@ pub struct SampleAppArgs {
     /// Answer every request by closing the connection (a broken instance, for tests).
     #[arg(long)]
     pub reset: bool,
+    /// Its sidecar's outbound port, which `/call` sends through (or `POST /outbound?addr=`).
+    #[arg(long, value_name = "ADDR")]
+    pub outbound: Option<SocketAddr>,
 }
+
+mod call;
 
 struct App {
     name: HeaderValue,
     symbol: HeaderValue,
     hello: Bytes,
     health: Mutex<Health>,
+    caller: call::Caller,
 }
 
 /// What `GET /healthz` answers, and what it has answered.
@@ -111,6 +119,7 @@ async fn run(args: SampleAppArgs) -> std::io::Result<()> {
         symbol: HeaderValue::from_str(&args.symbol).map_err(|_| bad("--symbol"))?,
         hello: Bytes::from(format!("hello from {}\n", args.name)),
         health: Mutex::new(Health::default()),
+        caller: call::Caller::new(args.outbound),
     });
     // Bound at once, so the port is ours and known (`bound to ADDR`); listening only after
     // the startup delay, so until then connections are refused, as by an app still starting.
@@ -207,6 +216,8 @@ impl App {
                 Response::new(StreamBody::new(stream).boxed_unsync())
             }
             (_, "/echo") => echo(req).await,
+            (&Method::GET, "/call") => self.caller.call(&req, self.name.to_str().unwrap_or("?")).await,
+            (&Method::POST, "/outbound") => self.caller.set_outbound(req.uri().query()),
             (&Method::GET, "/upgrade") if req.headers().contains_key(http::header::UPGRADE) => upgrade(req),
             _ => status(StatusCode::NOT_FOUND, "not found\n"),
         };

@@ -16,12 +16,14 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 mod file;
 mod no_echo;
+mod outbound;
 
 pub use berth_core::check::{AppHealth, Check};
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
 pub use berth_core::options::EXIT_CONFIG;
 pub use berth_core::options::{duration, service_name};
 pub use no_echo::{NoEcho, password_of};
+pub use outbound::OutboundArgs;
 
 /// `berth proxy`: the sidecar beside an app.
 #[derive(Debug, Clone, Args)]
@@ -195,63 +197,15 @@ pub struct ProxyArgs {
     #[arg(long, help_heading = "Outbound", env = "BERTH_SERVICES", value_name = "NAME", value_delimiter = ',', value_parser = service_name)]
     pub services: Vec<String>,
 
-    /// How long connecting to an instance may take before the request moves to another one.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
-    pub connect_timeout: Duration,
+    /// How outbound requests are routed and sent again.
+    #[command(flatten)]
+    pub routing: OutboundArgs,
 
-    /// How long an outbound request may take, every attempt included, until its response
-    /// headers; past it the app gets 504. `0s` for no limit.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
-    pub request_timeout: Duration,
-
-    /// Consecutive failures (refused or broken connections, timeouts) that eject an instance.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_EJECT_AFTER", value_name = "N", default_value = "2", value_parser = clap::value_parser!(u32).range(1..))]
-    pub eject_after: u32,
-
-    /// How long a first ejection lasts; each further one doubles it (2×, 4×, 8×), up to ten
-    /// times as long.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_EJECT_FOR", value_name = "DURATION", default_value = "5s", value_parser = duration)]
-    pub eject_for: Duration,
-
-    // --- outbound resilience: attempts, hedging, PINGs, budget ---
-    /// How long one attempt may wait for an instance's response headers before it counts as
-    /// that instance's failure and an idempotent request moves to another; `0s` for no limit
-    /// of its own (the request timeout still applies).
-    #[arg(long, help_heading = "Outbound", env = "BERTH_ATTEMPT_TIMEOUT", value_name = "DURATION", default_value = "0s", value_parser = duration)]
-    pub attempt_timeout: Duration,
-
-    /// The shortest wait before an idempotent request that has no answer yet is also sent to a
-    /// second instance (a hedge; the first answer wins). The wait is the service's usual answer
-    /// time (smoothed latency plus four deviations), at least this long and at most the
-    /// hedge delay maximum.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_HEDGE_DELAY_MIN", value_name = "DURATION", default_value = "50ms", value_parser = duration)]
-    pub hedge_delay_min: Duration,
-
-    /// The longest wait before a hedge (see the hedge delay minimum).
-    #[arg(long, help_heading = "Outbound", env = "BERTH_HEDGE_DELAY_MAX", value_name = "DURATION", default_value = "1s", value_parser = duration)]
-    pub hedge_delay_max: Duration,
-
-    /// Send no hedged attempts.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_NO_HEDGE")]
-    pub no_hedge: bool,
-
-    /// How long an HTTP/2 connection to an instance, with requests in flight, may be silent
-    /// before the sidecar sends it a PING; `0s`: no PINGs.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_H2_KEEPALIVE_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = duration)]
-    pub h2_keepalive_interval: Duration,
-
-    /// How long a PING may go unanswered before the connection is closed, its idempotent
-    /// requests moved to other instances and the instance ejected.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_H2_KEEPALIVE_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = duration)]
-    pub h2_keepalive_timeout: Duration,
-
-    /// Retries and hedges may add this share of the requests of the last 10 s (percent).
-    #[arg(long, help_heading = "Outbound", env = "BERTH_RETRY_BUDGET", value_name = "PERCENT", default_value = "20", value_parser = clap::value_parser!(u16).range(0..=1000))]
-    pub retry_budget: u16,
-
-    /// Retries and hedges allowed per second besides --retry-budget.
-    #[arg(long, help_heading = "Outbound", env = "BERTH_RETRY_MIN_PER_SECOND", value_name = "N", default_value = "10", value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    pub retry_min_per_second: u32,
+    /// Do not make this instance's own symbol the lane of outbound requests that carry none
+    /// (by default a `canary` instance's calls prefer `canary` of every service they call,
+    /// unless the symbol is `stable` or the called service's default).
+    #[arg(long, help_heading = "Outbound", env = "BERTH_NO_OWN_LANE")]
+    pub no_own_lane: bool,
 
     /// Threads that serve traffic. One (the default) runs everything on a single thread, with no
     /// cross-thread wake-ups: enough for most sidecars, which get a fraction of a core; raise it
@@ -393,6 +347,8 @@ pub struct Config {
     pub outbound: SocketAddr,
     pub services: Vec<String>,
     pub outbound_settings: crate::outbound::Settings,
+    /// How lanes are found, and this instance's own.
+    pub lanes: crate::lane::Lanes,
     /// `false` with `--no-lifecycle`.
     pub lifecycle: bool,
     /// Threads serving traffic.
@@ -429,7 +385,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
+    pub(crate) fn invalid(option: &str, value: impl ToString, allowed: impl Into<String>) -> Self {
         ConfigError::Invalid { option: option.into(), value: value.to_string(), allowed: allowed.into() }
     }
 }
@@ -457,7 +413,7 @@ impl ProxyArgs {
 
     /// Checks everything that one flag alone cannot, and builds the [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        check_outbound(&self)?;
+        let outbound_settings = self.routing.settings(!self.no_lifecycle)?;
         let service = self.service.ok_or_else(|| ConfigError::Missing {
             option: "--service".into(),
             why: "name the app's service (flag, BERTH_SERVICE, or `service` in the config file)".into(),
@@ -510,9 +466,6 @@ impl ProxyArgs {
         if self.app_queue_timeout.is_zero() {
             return Err(ConfigError::invalid("--app-queue-timeout", "0s", "must be longer than zero"));
         }
-        if self.connect_timeout.is_zero() {
-            return Err(ConfigError::invalid("--connect-timeout", "0s", "must be longer than zero"));
-        }
         if self.health_interval.is_zero() || self.health_timeout.is_zero() {
             let (option, v) = if self.health_interval.is_zero() {
                 ("--health-interval", self.health_interval)
@@ -535,6 +488,10 @@ impl ProxyArgs {
         if self.drain_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::invalid("--drain-token", "***", "must be at least 16 characters"));
         }
+        let lanes = crate::lane::Lanes::new(
+            self.routing.lane_headers,
+            (!self.no_own_lane).then_some(self.symbol.clone()),
+        );
         Ok(Config {
             service,
             symbol: self.symbol,
@@ -563,25 +520,8 @@ impl ProxyArgs {
             drain_token: self.drain_token.map(DrainToken),
             outbound: self.outbound,
             services: self.services,
-            outbound_settings: crate::outbound::Settings {
-                connect_timeout: self.connect_timeout,
-                request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
-                ejection: crate::endpoint::Ejection { after: self.eject_after, base: self.eject_for },
-                failover: !self.no_lifecycle,
-                attempt_timeout: (!self.attempt_timeout.is_zero()).then_some(self.attempt_timeout),
-                keepalive: (!self.h2_keepalive_interval.is_zero()).then_some(crate::endpoint::KeepAlive {
-                    interval: self.h2_keepalive_interval,
-                    timeout: self.h2_keepalive_timeout,
-                }),
-                hedging: (!self.no_hedge).then_some(crate::outbound::Hedging {
-                    min_delay: self.hedge_delay_min,
-                    max_delay: self.hedge_delay_max,
-                }),
-                budget: crate::outbound::BudgetSettings {
-                    ratio: f32::from(self.retry_budget) / 100.0,
-                    min_per_second: self.retry_min_per_second,
-                },
-            },
+            lanes,
+            outbound_settings,
             lifecycle: !self.no_lifecycle,
             workers: self.workers,
             nacos_weight: crate::weight::Settings {
@@ -593,29 +533,6 @@ impl ProxyArgs {
             cluster: self.cluster,
         })
     }
-}
-
-/// The outbound resilience options that one flag alone cannot check.
-fn check_outbound(args: &ProxyArgs) -> Result<(), ConfigError> {
-    let human = |d: Duration| humantime::format_duration(d).to_string();
-    if args.hedge_delay_min.is_zero() {
-        return Err(ConfigError::invalid(
-            "--hedge-delay-min",
-            "0s",
-            "must be longer than zero (use --no-hedge to turn hedging off)",
-        ));
-    }
-    if args.hedge_delay_max < args.hedge_delay_min {
-        return Err(ConfigError::invalid(
-            "--hedge-delay-max",
-            human(args.hedge_delay_max),
-            format!("must not be shorter than --hedge-delay-min ({})", human(args.hedge_delay_min)),
-        ));
-    }
-    if !args.h2_keepalive_interval.is_zero() && args.h2_keepalive_timeout.is_zero() {
-        return Err(ConfigError::invalid("--h2-keepalive-timeout", "0s", "must be longer than zero"));
-    }
-    Ok(())
 }
 
 /// The keys in order, each once.

@@ -24,9 +24,11 @@ pub mod body;
 pub mod config;
 pub mod drain;
 pub mod endpoint;
+pub mod gateway;
 pub mod headers;
 pub mod health;
 pub mod inbound;
+pub mod lane;
 pub mod lifecycle;
 pub mod metrics;
 pub mod outbound;
@@ -189,7 +191,7 @@ pub async fn run(config: Config) -> Result<Phase, StartError> {
     );
     let app = inbound::AppPool::new(config.app, config.app_protocol, config.app_pool, health_rx);
     let inbound = inbound::Inbound::new(
-        inbound::Forward::new(Arc::new(app)),
+        inbound::Forward::new(Arc::new(app)).with_lanes(&config.lanes),
         drain.clone(),
         &metrics,
         config.lifecycle,
@@ -243,7 +245,10 @@ async fn start_outbound(
             tracing::warn!(error = %e, "cannot follow a --services entry");
         }
     }
-    Arc::new(outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings))
+    Arc::new(
+        outbound::Outbound::new(discovery, metrics.clone(), config.outbound_settings)
+            .with_lanes(config.lanes.clone()),
+    )
 }
 
 fn log_end(drain: &Drain, ended: Phase) {
@@ -291,7 +296,7 @@ async fn linger(outbound: &outbound::Outbound, drain: &Drain, config: &Config) {
 /// The first SIGTERM or SIGINT starts the drain (or joins one a `/drain` request started: in
 /// Kubernetes the kubelet signals the sidecar while the app's preStop hook calls `/drain`);
 /// the next signal forces it.
-async fn signals(drain: Arc<Drain>) {
+pub(crate) async fn signals(drain: Arc<Drain>) {
     let mut signals = match berth_core::shutdown::Signals::new() {
         Ok(s) => s,
         Err(e) => {

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub outbound_retries: IntCounterVec,
     /// `berth_outbound_ejections_total{service}`.
     pub outbound_ejections: IntCounterVec,
+    /// `berth_outbound_lane_fallbacks_total{service}`: requests whose lane the service had no
+    /// usable instance of, answered by another symbol (its default).
+    pub outbound_lane_fallbacks: IntCounterVec,
     /// `berth_outbound_readonly_signals_total{service}`: responses that said "draining".
     pub readonly_signals: IntCounterVec,
     /// `berth_outbound_instances{service, symbol, state}`: as this sidecar sees them.
@@ -190,6 +193,11 @@ impl Metrics {
             outbound_ejections: counter_vec(
                 "berth_outbound_ejections_total",
                 "Instances ejected after failures.",
+                &["service"],
+            ),
+            outbound_lane_fallbacks: counter_vec(
+                "berth_outbound_lane_fallbacks_total",
+                "Outbound requests whose lane had no usable instance in the service and went to another symbol.",
                 &["service"],
             ),
             readonly_signals: counter_vec(

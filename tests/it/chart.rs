@@ -16,14 +16,14 @@ use crate::injector::inject;
 use crate::support::tools::tool;
 use crate::support::webhook::{Injector, decode_patch};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/berth");
+pub(crate) const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/berth");
 const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/injector/tests/fixtures/workloads.yaml");
 const DEPLOYMENT_POD: &str = include_str!("../../injector/tests/fixtures/deployment-pod.review.json");
 /// The oldest Kubernetes berth supports (native sidecars) and the newest the validator knows.
 const KUBERNETES: [&str; 2] = ["1.29.0", "1.37.0"];
 const NAMESPACE: &str = "berth-system";
 
-fn helm() -> Command {
+pub(crate) fn helm() -> Command {
     Command::new(tool("BERTH_HELM", "helm/helm"))
 }
 
@@ -38,7 +38,7 @@ fn run(mut cmd: Command, stdin: &str) -> String {
 }
 
 /// `helm template berth charts/berth -n berth-system` with `values` files.
-fn template(values: &[&str]) -> String {
+pub(crate) fn template(values: &[&str]) -> String {
     let mut cmd = helm();
     cmd.args(["template", "berth", CHART, "--namespace", NAMESPACE]);
     for v in values {
@@ -48,7 +48,7 @@ fn template(values: &[&str]) -> String {
 }
 
 /// Validates `yaml` against the schemas of every version in [`KUBERNETES`], strictly.
-fn validate(yaml: &str, what: &str) {
+pub(crate) fn validate(yaml: &str, what: &str) {
     for version in KUBERNETES {
         let mut cmd = Command::new(tool("BERTH_KUBERNETES_VALIDATE", "python/bin/kubernetes-validate"));
         cmd.args(["--strict", "--kubernetes-version", version, "-"]);
@@ -57,14 +57,14 @@ fn validate(yaml: &str, what: &str) {
     }
 }
 
-fn objects(yaml: &str) -> Vec<Value> {
+pub(crate) fn objects(yaml: &str) -> Vec<Value> {
     yaml.split("\n---")
         .filter_map(|doc| serde_norway::from_str::<Option<Value>>(doc).unwrap())
         .filter(|v| v.is_object())
         .collect()
 }
 
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub(crate) fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects
         .iter()
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
@@ -78,6 +78,7 @@ fn chart_lints_strictly_with_every_values_file() {
         &["ci/secret-values.yaml"],
         &["ci/cert-manager-values.yaml"],
         &["ci/registry-secret-values.yaml"],
+        &["ci/gateway-values.yaml"],
     ] {
         let mut cmd = helm();
         cmd.args(["lint", "--strict", CHART]);

@@ -128,3 +128,41 @@ fn fallback_sends_everything_to_stable() {
     assert_eq!(p.weighted_symbol(99).as_str(), "stable");
     assert!(p.rule_symbol(&req(&[("x-beta", "1")], &[])).is_none());
 }
+
+#[test]
+fn a_rule_is_for_this_hop_unless_it_says_lane() {
+    let p = Policy::parse(
+        r#"{"schema":1,"rules":[
+          {"match":[{"header":"x-a","present":true}],"symbol":"canary","lane":true},
+          {"match":[{"header":"x-b","present":true}],"symbol":"blue"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        p.matching_rule(&req(&[("x-a", "1")], &[])).map(|(s, l)| (s.as_str(), l)),
+        Some(("canary", true))
+    );
+    assert_eq!(
+        p.matching_rule(&req(&[("x-b", "1")], &[])).map(|(s, l)| (s.as_str(), l)),
+        Some(("blue", false))
+    );
+    let written = serde_json::to_value(&p.policy).unwrap();
+    assert_eq!(written["rules"][0]["lane"], true);
+    assert!(written["rules"][1].get("lane").is_none(), "the default is not written");
+    assert!(
+        Policy::parse(
+            r#"{"schema":1,"rules":[{"match":[{"header":"x","present":true}],"symbol":"a","lane":"yes"}]}"#
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn the_documented_example_parses_with_its_lane_rule() {
+    let doc = include_str!("../../../docs/traffic-policy.md");
+    let example = doc.split("```json\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let p = Policy::parse(example).unwrap();
+    assert_eq!(
+        p.matching_rule(&req(&[("x-beta", "1")], &[])).map(|(s, l)| (s.as_str(), l)),
+        Some(("canary", true))
+    );
+}

@@ -21,6 +21,7 @@ use crate::body::{self, Body, HttpResponse};
 use crate::endpoint::{self, Conn};
 use crate::headers;
 use crate::health::error_chain;
+use crate::lane::{self, Lanes};
 use crate::upgrade;
 
 /// How long connecting to the app for an upgrade may take (on loopback: refusals are
@@ -37,6 +38,8 @@ pub struct Forward {
     authority: Authority,
     /// The client's address as a header value, made once per connection.
     peer: Option<HeaderValue>,
+    /// How a request's lane is found, to hand it to the app in both forms.
+    lanes: Arc<Lanes>,
 }
 
 impl Forward {
@@ -44,7 +47,13 @@ impl Forward {
     pub fn new(app: Arc<AppPool>) -> Self {
         let authority = Authority::try_from(app.endpoint.addr.to_string())
             .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
-        Forward { app, authority, peer: None }
+        Forward { app, authority, peer: None, lanes: Arc::default() }
+    }
+
+    /// The same forwarder, finding lanes in the headers `lanes` names (its own symbol aside:
+    /// that is for the app's outbound calls).
+    pub fn with_lanes(self, lanes: &Lanes) -> Self {
+        Forward { lanes: Arc::new(lanes.without_own()), ..self }
     }
 
     /// The same forwarder for requests from `peer`.
@@ -80,6 +89,7 @@ impl tower::Service<Request<Incoming>> for Forward {
         if let Some(peer) = &self.peer {
             headers::add_forwarded(&mut parts.headers, peer);
         }
+        lane::hand_to_app(&mut parts.headers, &self.lanes);
         let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         // HTTP/1.1 takes the origin form (`/path`, with Host); HTTP/2 needs scheme and authority.
         let h2 = self.app.endpoint.h2 && upgrade.is_none();

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 pub use self::app::{AppPool, AppSettings};
 pub use self::forward::Forward;
-use self::signal::Signal;
+pub(crate) use self::signal::Signal;
 use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
 use crate::serve::{self, Connection, Connections, Open, Stopped};
@@ -83,12 +83,12 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) -> Stopped {
     stopped
 }
 
-/// Closes the open connections as the drain moves on: HTTP/2 ones at its start (GOAWAY), the
+/// Closes the open connections as the drain moves on (the gateway's too): HTTP/2 ones at its start (GOAWAY), the
 /// others once drain-min is over — each at once if idle, else after its response. A
 /// connection that has not carried a request yet is left open: closing it would fail the
 /// request its client may be sending (HTTP/1.1 cannot say "not processed, send it elsewhere").
 /// Connections opened later close after their first response, which carries the signal.
-async fn close_on_phases(mut phase: watch::Receiver<Phase>, connections: Arc<Connections>) {
+pub(crate) async fn close_on_phases(mut phase: watch::Receiver<Phase>, connections: Arc<Connections>) {
     if phase.wait_for(|p| *p >= Phase::Draining).await.is_err() {
         return;
     }

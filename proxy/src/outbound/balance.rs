@@ -3,8 +3,9 @@
 //! In order (DESIGN.md, "Outbound routing"):
 //! 1. candidates: the registry's usable instances (healthy, enabled, weight > 0), minus those
 //!    seen draining or ejected — unless nothing else is left;
-//! 2. the symbol: explicit (`x-berth-symbol`, a path prefix), else the first matching rule,
-//!    else a weighted pick among symbols (sticky by a header or cookie hash when configured);
+//! 2. the symbol: the one the request wants (its lane, a path prefix, a policy rule — decided
+//!    by the route layer, [`crate::lane`]), else a weighted pick among symbols (sticky by a
+//!    header or cookie hash when configured);
 //!    a symbol without candidates falls back to the default symbol, or fails when strict;
 //! 3. the instance: power of two choices (linkerd2-proxy's `p2c`) — two weighted random picks
 //!    of *distinct* instances, the less loaded wins, where load is the peak-EWMA latency times
@@ -135,6 +136,11 @@ impl Snapshot {
         Snapshot { entries, by_symbol, warm_ends, listed: instances.len() }
     }
 
+    /// Whether any usable instance has this symbol.
+    pub fn has_symbol(&self, symbol: &Symbol) -> bool {
+        self.by_symbol.contains_key(symbol)
+    }
+
     /// The entry for an address.
     pub fn get(&self, addr: SocketAddr) -> Option<&Entry> {
         self.entries.iter().find(|e| e.endpoint.addr == addr)
@@ -164,9 +170,9 @@ struct Group {
 /// What a request asks of the balancer.
 #[derive(Debug)]
 pub struct Ask<'a, R> {
-    /// A symbol the request names itself (`x-berth-symbol`, path prefix).
+    /// The symbol the request wants (its lane, path prefix or rule, [`crate::lane`]).
     pub explicit: Option<&'a Symbol>,
-    /// Headers and cookies for rules and stickiness.
+    /// Headers and cookies for sticky keys.
     pub request: &'a R,
     /// Instances this request already tried.
     pub tried: &'a [SocketAddr],
@@ -194,9 +200,6 @@ pub enum NoChoice {
 /// The symbol a request goes to, before candidates are considered.
 pub fn pick_symbol<'p, R: RequestView>(policy: &'p CompiledPolicy, ask: &Ask<'p, R>) -> &'p Symbol {
     if let Some(s) = ask.explicit {
-        return s;
-    }
-    if let Some(s) = policy.rule_symbol(ask.request) {
         return s;
     }
     if !policy.is_weighted() {
@@ -361,7 +364,7 @@ fn p2c(snapshot: &Snapshot, pool: &[usize], now_ms: u64, jitter_micros: f64) -> 
 
 mod layer;
 
-pub use self::layer::{Attempt, Balance, Pick, Picked, explain};
+pub use self::layer::{Attempt, Balance, Pick, Picked, View, explain};
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,8 @@ pub struct Service {
     pub policy: ArcSwap<PolicyState>,
     /// The service's answer times, for the hedging delay.
     pub latency: Arc<Latency>,
+    /// `berth_outbound_lane_fallbacks_total{service}`.
+    pub(super) lane_fallbacks: prometheus::IntCounter,
     /// Metric handles per symbol, looked up once.
     pub(super) handles: Handles,
     /// The metrics its requests update (reached through the service, so that a request clones
@@ -181,6 +183,7 @@ impl Discovery {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             policy: ArcSwap::from_pointee(PolicyState::default_policy()),
             latency: Arc::default(),
+            lane_fallbacks: self.metrics.outbound_lane_fallbacks.with_label_values(&[name]),
             handles: Handles::default(),
             metrics: self.metrics.clone(),
             status: watch::channel(None).0,

@@ -1,6 +1,7 @@
 //! Per-service, per-symbol outbound metrics: every request counted once (not per attempt) by
 //! status class, timed to its response headers, and gRPC answers counted by their
-//! `grpc-status`, whether an instance or berth itself gave it.
+//! `grpc-status`, whether an instance or berth itself gave it; a request whose lane the
+//! service has no instance of, answered by another symbol, counts as a lane fallback.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,8 +105,12 @@ where
         let started = Instant::now();
         let service = routed.service.clone();
         let grpc = routed.request.grpc;
-        let fallback = routed.explicit.clone();
-        Measured { inner: self.inner.call(routed), started, service, grpc, fallback }
+        // A wanted symbol labels a request no instance answered only if the service has it: the
+        // labels stay bounded by what is registered, whatever requests ask for.
+        let wanted = routed.wanted.as_ref();
+        let lane = wanted.filter(|w| w.is_lane()).map(|w| w.symbol.clone());
+        let fallback = wanted.map(|w| &w.symbol).filter(|s| service.snapshot.load().has_symbol(s)).cloned();
+        Measured { inner: self.inner.call(routed), started, service, grpc, fallback, lane }
     }
 }
 
@@ -118,6 +123,7 @@ pin_project_lite::pin_project! {
         service: Arc<Service>,
         grpc: bool,
         fallback: Option<Symbol>,
+        lane: Option<Symbol>,
     }
 }
 
@@ -134,8 +140,13 @@ impl<F: Future<Output = Result<Answer, Error>>> Future for Measured<F> {
         }
         .or(this.fallback.as_ref())
         .cloned();
-        let symbol = symbol.as_ref().map_or(NO_SYMBOL, Symbol::as_str);
         let service = &**this.service;
+        if let (Ok(a), Some(lane)) = (&outcome, this.lane.as_ref())
+            && a.symbol != *lane
+        {
+            service.lane_fallbacks.inc();
+        }
+        let symbol = symbol.as_ref().map_or(NO_SYMBOL, Symbol::as_str);
         let metrics = &service.metrics;
         let handles = service.handles.get(metrics, &service.name, symbol);
         let status = match &outcome {

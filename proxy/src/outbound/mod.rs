@@ -49,7 +49,6 @@ pub use berth_core::header::RETRYABLE as RETRYABLE_HEADER;
 /// The header that pins a request to a symbol.
 pub use berth_core::header::SYMBOL as SYMBOL_HEADER;
 /// The same names, parsed once: lookups on the request path skip parsing them.
-const SYMBOL: http::HeaderName = http::HeaderName::from_static(SYMBOL_HEADER);
 const RETRYABLE: http::HeaderName = http::HeaderName::from_static(RETRYABLE_HEADER);
 const LIFECYCLE: http::HeaderName = http::HeaderName::from_static(berth_core::header::LIFECYCLE);
 
@@ -82,6 +81,8 @@ pub struct Outbound {
     settings: Settings,
     policy: Arc<retry::Policy>,
     used: AtomicBool,
+    /// How requests' lanes are found, and this sidecar's own.
+    pub(crate) lanes: crate::lane::Lanes,
     /// Outbound requests in progress, counted by the tracking layer's drop guards: a request
     /// leaves the count when its response body ends or is dropped, however the client left.
     in_flight: IntGauge,
@@ -96,7 +97,14 @@ impl Outbound {
             policy: Arc::new(retry::Policy::new(&settings)),
             settings,
             used: AtomicBool::new(false),
+            lanes: crate::lane::Lanes::default(),
         }
+    }
+
+    /// The same, finding lanes as `lanes` says (by default: `x-berth-symbol` and baggage only,
+    /// no own symbol).
+    pub fn with_lanes(self, lanes: crate::lane::Lanes) -> Self {
+        Outbound { lanes, ..self }
     }
 
     /// Whether the app ever sent a request through this sidecar.

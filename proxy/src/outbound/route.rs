@@ -1,16 +1,16 @@
 //! The first layer of the outbound path: which service and symbol a request is for.
 //!
-//! It resolves the target (proxy form, `Host`, path prefix), the symbol the request names
-//! itself (`x-berth-symbol` or the prefix), follows the service on first use, and prepares the
-//! parts every attempt sends again: hop-by-hop fields removed, the body wrapped so that a
-//! bounded copy is kept for a retry ([`Replay`]).
+//! It resolves the target (proxy form, `Host`, path prefix), the symbol the request wants —
+//! its lane, a policy rule's symbol, or this sidecar's own ([`crate::lane`]) — follows the
+//! service on first use, and prepares the parts every attempt sends again: hop-by-hop fields
+//! removed, the lane written for the next hop, the body wrapped so that a bounded copy is kept
+//! for a retry ([`Replay`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use berth_core::Symbol;
 use futures_util::future::BoxFuture;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -19,10 +19,12 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use super::balance::View;
 use super::discovery::Service;
 use super::replay::Replay;
-use super::{Error, Outbound, SYMBOL_HEADER, target};
+use super::{Error, Outbound, target};
 use crate::body::{self, Body, HttpResponse};
+use crate::lane::{self, Source, Wanted};
 use crate::{headers, upgrade};
 
 /// How long a request waits for a service's first instance set.
@@ -34,9 +36,9 @@ pub struct Routed {
     pub service: Arc<Service>,
     /// The parts every attempt sends.
     pub request: Prepared,
-    /// A symbol the request names itself.
-    pub explicit: Option<Symbol>,
-    // A lane (the symbol following the request down the call chain) will be resolved here too.
+    /// The symbol the request wants (its lane, a rule's symbol, …); `None`: the policy's
+    /// weighted split or default decides.
+    pub wanted: Option<Wanted>,
     pub body: Payload,
 }
 
@@ -156,13 +158,13 @@ where
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         self.outbound.used.store(true, Ordering::Relaxed);
-        let (target, explicit) = match resolve(&req) {
+        let (target, asked) = match resolve(&req, &self.outbound.lanes) {
             Ok(t) => t,
             Err(e) => return Routing::Failed { error: Some(e) },
         };
         // The common case: a service already followed, with its instances known.
         if let Some(service) = self.outbound.discovery.followed(&target.service).filter(|s| s.is_ready()) {
-            return match prepare(req, target, explicit, service) {
+            return match prepare(req, target, asked, service, &self.outbound.lanes) {
                 Ok(routed) => Routing::Now { inner: self.inner.call(routed) },
                 Err(e) => Routing::Failed { error: Some(e) },
             };
@@ -172,7 +174,7 @@ where
         Routing::Later {
             inner: Box::pin(async move {
                 let service = follow(&outbound, &target.service).await?;
-                inner.call(prepare(req, target, explicit, service)?).await
+                inner.call(prepare(req, target, asked, service, &outbound.lanes)?).await
             }),
         }
     }
@@ -202,26 +204,27 @@ impl<F: Future<Output = Result<HttpResponse, Error>>> Future for Routing<F> {
     }
 }
 
-/// The target and the symbol the request names itself.
-fn resolve(req: &Request<Incoming>) -> Result<(target::Target, Option<Symbol>), Error> {
+/// The target, and the lane the request carries or its path prefix names.
+fn resolve(req: &Request<Incoming>, lanes: &lane::Lanes) -> Result<(target::Target, Option<Wanted>), Error> {
     if req.method() == Method::CONNECT {
         return Err(Error::ConnectUnsupported);
     }
-    let host_header = req.headers().get(HOST).and_then(|h| h.to_str().ok());
-    let target = target::resolve(req.uri(), host_header).map_err(|e| match e {
-        target::TargetError::BadSymbol(detail) => Error::BadSymbol(format!("the path prefix: {detail}")),
-        e => Error::NoService(e),
-    })?;
-    let explicit = match req.headers().get(&super::SYMBOL) {
-        Some(v) => Some(
-            v.to_str()
-                .unwrap_or("")
-                .parse::<Symbol>()
-                .map_err(|e| Error::BadSymbol(format!("{SYMBOL_HEADER}: {e}")))?,
-        ),
-        None => target.symbol.clone(),
+    let target = match req.extensions().get::<target::Target>() {
+        // The edge (`berth gateway`) routed it already, against its allow-list.
+        Some(routed) => routed.clone(),
+        None => {
+            let host_header = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+            target::resolve(req.uri(), host_header).map_err(|e| match e {
+                target::TargetError::BadSymbol(detail) => {
+                    Error::BadSymbol(format!("the path prefix: {detail}"))
+                }
+                e => Error::NoService(e),
+            })?
+        }
     };
-    Ok((target, explicit))
+    let carried = lanes.carried(req.headers()).map_err(|e| Error::BadSymbol(e.to_string()))?;
+    let asked = carried.or_else(|| Some(Wanted { symbol: target.symbol.clone()?, source: Source::Prefix }));
+    Ok((target, asked))
 }
 
 /// Follows the service from now on, and waits for its first instance set.
@@ -243,8 +246,9 @@ async fn follow(outbound: &Outbound, name: &str) -> Result<Arc<Service>, Error> 
 fn prepare(
     mut req: Request<Incoming>,
     target: target::Target,
-    explicit: Option<Symbol>,
+    asked: Option<Wanted>,
     service: Arc<Service>,
+    lanes: &lane::Lanes,
 ) -> Result<Routed, Error> {
     let upgrade = upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
     let protocol = upgrade.as_ref().and_then(|_| upgrade::protocol(req.headers()));
@@ -256,6 +260,11 @@ fn prepare(
         upgrade::restore(&mut parts.headers, p);
     }
     parts.headers.remove(HOST);
+    // Rules look at the headers the instance would get; a lane then travels in them.
+    let wanted = lanes.resolve(asked, &service.policy.load().compiled, &View(&parts.headers));
+    if let Some(lane) = wanted.as_ref().filter(|w| w.is_lane()) {
+        lanes.stamp(&mut parts.headers, &lane.symbol);
+    }
     let body = if incoming.is_end_stream() || incoming.size_hint().exact() == Some(0) {
         Payload::Empty
     } else {
@@ -270,5 +279,5 @@ fn prepare(
         grpc,
         upgrade: upgrade.map(|u| Arc::new(Mutex::new(Some(u)))),
     };
-    Ok(Routed { service, request, explicit, body })
+    Ok(Routed { service, request, wanted, body })
 }

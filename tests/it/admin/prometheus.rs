@@ -63,10 +63,15 @@ async fn window(admin: &Admin) -> Value {
 }
 
 /// The numbers a canary at 25% should show: its target, traffic on both symbols, all
-/// answered, shares near the weights.
+/// answered, shares near the weights, and each symbol's latency from the consumer sidecar's
+/// `berth_outbound_request_duration_seconds` histogram.
 fn looks_right(w: &Value, source: &str) -> bool {
     let (s, c) = (&w["symbols"]["stable"], &w["symbols"]["canary"]);
     let share = |x: &Value| x["observed_share"].as_f64().unwrap_or(0.0);
+    let latency = |x: &Value| match (x["p50_ms"].as_f64(), x["p99_ms"].as_f64()) {
+        (Some(p50), Some(p99)) => p50 > 0.0 && p99 >= p50,
+        _ => false,
+    };
     w["source"] == source
         && c["target_share"] == json!(0.25)
         && s["rps"].as_f64().unwrap_or(0.0) > 1.0
@@ -74,6 +79,8 @@ fn looks_right(w: &Value, source: &str) -> bool {
         && s["success_rate"] == json!(1.0)
         && (0.1..0.45).contains(&share(c))
         && (share(s) + share(c) - 1.0).abs() < 1e-6
+        && latency(s)
+        && latency(c)
 }
 
 #[tokio::test]

@@ -78,7 +78,7 @@ where
         let snapshot = routed.service.snapshot.load();
         let policy = routed.service.policy.load();
         let ask = Ask {
-            explicit: hedge_of.or(routed.explicit.as_ref()),
+            explicit: hedge_of.or(routed.wanted.as_ref().map(|w| &w.symbol)),
             request: &View(&routed.request.headers),
             tried,
             now_ms: berth_core::now_millis(),
@@ -125,8 +125,9 @@ pub async fn explain(discovery: &Discovery, service: &Service, why: NoChoice) ->
     }
 }
 
-/// Headers and cookies of a request, for policy rules.
-struct View<'a>(&'a HeaderMap);
+/// Headers and cookies of a request, for policy rules and sticky keys.
+#[derive(Debug)]
+pub struct View<'a>(pub &'a HeaderMap);
 
 impl RequestView for View<'_> {
     fn header(&self, name: &str) -> Option<&str> {

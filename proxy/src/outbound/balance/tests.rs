@@ -60,14 +60,23 @@ fn without_a_policy_everything_goes_to_stable_or_to_all_when_none_has_a_symbol()
 }
 
 #[test]
-fn rules_explicit_symbols_and_strict_fallback() {
+fn wanted_symbols_and_strict_fallback() {
+    // Rules are the route layer's (`crate::lane`): the balancer gets the symbol they picked.
     let policy = Policy::parse(
         r#"{"schema":1,"rules":[{"match":[{"header":"x-beta","exact":"1"}],"symbol":"canary"}]}"#,
     )
     .unwrap();
     let snap = snapshot(&[instance(1, Some("stable"), None), instance(2, Some("canary"), None)], &policy);
-    let beta = Req(HashMap::from([("x-beta", "1")]));
-    assert_eq!(shares(&snap, &policy, &beta, 50, 0).get(&2), Some(&50));
+    let canary: Symbol = "canary".parse().unwrap();
+    let ask = Ask {
+        explicit: Some(&canary),
+        request: &no_headers(),
+        tried: &[],
+        now_ms: 0,
+        hedge: false,
+        jitter_micros: 0.0,
+    };
+    assert_eq!(snap.entries[choose(&snap, &policy, &ask).unwrap().0].endpoint.addr.port(), 2);
     let blue: Symbol = "blue".parse().unwrap();
     let ask = Ask {
         explicit: Some(&blue),
