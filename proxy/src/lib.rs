@@ -76,13 +76,23 @@ pub fn main(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mut builder = if config.workers == 1 {
+    let builder = if config.workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(usize::from(config.workers));
         b
     };
+    run_to_exit(builder, run(config))
+}
+
+/// Runs a listener (the sidecar's or the gateway's) on a runtime from `builder` and turns how
+/// it ended into the process's exit code: 0 after a drain that ended on evidence,
+/// [`EXIT_FORCED`] after a forced one, [`EXIT_START`] when it could not start.
+pub(crate) fn run_to_exit(
+    mut builder: tokio::runtime::Builder,
+    listener: impl std::future::Future<Output = Result<Phase, StartError>>,
+) -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,7 +100,7 @@ pub fn main(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(listener) {
         Ok(Phase::Done { forced: false }) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(EXIT_FORCED),
         Err(e) => {

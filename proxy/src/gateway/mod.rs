@@ -33,7 +33,7 @@ pub use self::config::{GatewayArgs, GatewayConfig};
 use crate::config::EXIT_CONFIG;
 use crate::drain::{self, Drain, Phase};
 use crate::track::Tracking;
-use crate::{EXIT_FORCED, EXIT_START, StartError, metrics, outbound};
+use crate::{StartError, metrics, outbound};
 
 /// `berth gateway`: validates the configuration, runs the gateway, returns the exit code.
 pub fn main(args: GatewayArgs) -> ExitCode {
@@ -44,21 +44,7 @@ pub fn main(args: GatewayArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_START);
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(Phase::Done { forced: false }) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(EXIT_FORCED),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            ExitCode::from(EXIT_START)
-        }
-    }
+    crate::run_to_exit(tokio::runtime::Builder::new_multi_thread(), run(config))
 }
 
 /// What the gateway's connections and admin routes share.
