@@ -126,7 +126,7 @@ def berth_full(work: Path, run: Running) -> None:
     run.url = f"http://127.0.0.1:{outbound}/{SERVICE}.stable/"
 
 
-def nginx_conf(work: Path, app: int, port: int, workers: int) -> Path:
+def nginx_conf(work: Path, app: int, port: int, workers: int, connections: int = 4096) -> Path:
     """nginx in front of the app, upstream connections pooled. One worker means one process
     (no master), for callgrind, which follows only the process it starts."""
     temp = "".join(f"  {k}_temp_path {work}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -134,11 +134,11 @@ def nginx_conf(work: Path, app: int, port: int, workers: int) -> Path:
     conf.write_text(f"""
 worker_processes {workers};
 {"master_process off;" if workers == 1 else ""}
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile {max(16384, 2 * connections)};
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}  # 1,000 idle clients + upstreams, per worker
+events {{ worker_connections {connections}; }}  # the idle clients + upstreams, per worker
 http {{
   access_log off;
 {temp}
@@ -213,8 +213,11 @@ def envoy_binary() -> str:
     return out.stdout.strip()
 
 
-def envoy(work: Path, run: Running) -> None:
-    app, port = start_app(work, run), free_port()
+def envoy_config(port: int, upstream: int, http2_upstream: bool = False) -> dict:
+    """One Envoy listener on `port` in front of 127.0.0.1:`upstream`. Its listener speaks
+    HTTP/1.1 and HTTP/2 (codec `AUTO`, prior knowledge detected); the upstream cluster speaks
+    HTTP/1.1, or HTTP/2 with `http2_upstream` (Envoy then multiplexes the requests of each
+    worker over its own pooled connection, as it does for any HTTP/2 cluster)."""
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench",
@@ -226,22 +229,48 @@ def envoy(work: Path, run: Running) -> None:
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
             "suppress_envoy_headers": True}}],
     }
-    config = {"static_resources": {
+    cluster = {"name": "app", "type": "STATIC", "connect_timeout": "1s",
+               "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [
+                   {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}
+    if http2_upstream:
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    return {"static_resources": {
         "listeners": [{"name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                        "typed_config": hcm}]}]}],
-        "clusters": [{"name": "app", "type": "STATIC", "connect_timeout": "1s",
-                      "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [
-                          {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": app}}}}]}]}}],
+        "clusters": [cluster],
     }}
-    conf = work / "envoy.json"
+
+
+def start_envoy(work: Path, run: Running, name: str, config: dict) -> None:
+    """An Envoy with two workers (`--concurrency 2`, as nginx and HAProxy get two here)."""
+    conf = work / f"{name}.json"
     conf.write_text(json.dumps(config, indent=1))
     p = PROCS.start([envoy_binary(), "-c", str(conf), "--concurrency", "2", "--disable-hot-restart",
-                     "-l", "warning"], work / "envoy.log")
+                     "-l", "warning"], work / f"{name}.log")
     run.procs.append(p)
+
+
+def envoy(work: Path, run: Running) -> None:
+    app, port = start_app(work, run), free_port()
+    start_envoy(work, run, "envoy", envoy_config(port, app))
     run.url = f"http://127.0.0.1:{port}/"
     wait_until("envoy", lambda: http_ok(run.url), timeout=30)
-    run.proxy_pids = tree(p.pid)
+    run.proxy_pids = [pid for p in run.procs[1:] for pid in tree(p.pid)]
+
+
+def envoy_full(work: Path, run: Running) -> None:
+    """berth-full's path with Envoys: consumer Envoy -> provider Envoy (HTTP/2, pooled) ->
+    app. Two processes with two workers each, as berth-full runs two sidecars with two each."""
+    app, provider, consumer = start_app(work, run), free_port(), free_port()
+    start_envoy(work, run, "envoy-provider", envoy_config(provider, app))
+    wait_until("provider envoy", lambda: http_ok(f"http://127.0.0.1:{provider}/"), timeout=30)
+    start_envoy(work, run, "envoy-consumer", envoy_config(consumer, provider, http2_upstream=True))
+    run.url = f"http://127.0.0.1:{consumer}/"
+    wait_until("consumer envoy", lambda: http_ok(run.url), timeout=30)
+    run.proxy_pids = [pid for p in run.procs[1:] for pid in tree(p.pid)]
 
 
 SCENARIOS = {
@@ -252,4 +281,5 @@ SCENARIOS = {
     "nginx": nginx,
     "haproxy": haproxy,
     "envoy": envoy,
+    "envoy-full": envoy_full,
 }
