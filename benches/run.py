@@ -37,6 +37,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 
 from callgrind import callgrind  # noqa: E402
+from growth import growth, report as growth_report  # noqa: E402
 from load import completed, idle_connections, oha  # noqa: E402
 from procs import PROCS, cpu_seconds, rss_mib  # noqa: E402
 from scenarios import BERTH, ROOT, SCENARIOS, Running, envoy_binary  # noqa: E402
@@ -162,14 +163,22 @@ def report(rounds: list[dict], info: dict, args, cg: dict[str, float]) -> str:
         "Throughput and resources of the proxy process(es) (both sidecars in berth-full):",
         "",
         "| scenario | saturation req/s | ×nginx | req per CPU-s | ×nginx | CPU µs/req at fixed rate | ×nginx "
-        f"| RSS idle MiB | ×nginx | RSS with {args.idle_conns} idle conns MiB | ×nginx | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| RSS idle MiB | ×nginx | RSS with {args.idle_conns} idle conns MiB | ×nginx | KiB per idle conn "
+        "| ×nginx | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def per_conn(name: str):
+        # (RSS with N idle connections - RSS idle) / N, from the medians.
+        idle, conns = med(name, "rss_idle_mib"), med(name, "rss_idle_conns_mib")
+        return (conns - idle) * 1024 / args.idle_conns if idle is not None and conns is not None else None
+
     for n in names:
         cells = []
         for key, fmt in (("sat_rps", ".0f"), ("req_per_cpu_s", ".0f"), ("cpu_us_per_req", ".1f"),
                          ("rss_idle_mib", ".1f"), ("rss_idle_conns_mib", ".1f")):
             cells += [num(med(n, key), fmt), ratio(med(n, key), med("nginx", key))]
+        cells += [num(per_conn(n), ".2f"), ratio(per_conn(n), per_conn("nginx"))]
         errors = sum(r.get(n, {}).get("sat_errors", 0) for r in rounds)
         lines.append(f"| {n} | {' | '.join(cells)} | {errors} |")
     if cg:
@@ -177,6 +186,29 @@ def report(rounds: list[dict], info: dict, args, cg: dict[str, float]) -> str:
                   "| proxy | instructions/request | ×nginx |", "|---|---:|---:|"]
         lines += [f"| {k} | {v:,.0f} | {ratio(v, cg.get('nginx'))} |" for k, v in cg.items()]
     return "\n".join(lines) + "\n"
+
+
+def run_growth(args) -> int:
+    """`--growth`: the growth set alone, its own result files."""
+    info = machine()
+    work_root = OUT / "work-growth"
+    shutil.rmtree(work_root, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        g = growth(work_root, args)
+    finally:
+        PROCS.stop_all()
+    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    text = (f"date {info['date']}; {info['nproc']} CPUs ({info['cpu']}); load average at start "
+            f"{' '.join(info['loadavg_start'])}, at end {loadavg}; {info['versions']['berth']}\n\n"
+            + growth_report(g))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (OUT / f"growth-{stamp}.json").write_text(json.dumps({"machine": info, "args": vars(args), "growth": g}, indent=1))
+    (OUT / f"growth-{stamp}.md").write_text(text)
+    print()
+    print(text)
+    print(f"(raw numbers: {OUT}/growth-{stamp}.json; {round(time.monotonic() - started)} s)")
+    return 0
 
 
 def main() -> int:
@@ -188,6 +220,12 @@ def main() -> int:
     ap.add_argument("--idle-conns", type=int, default=1000)
     ap.add_argument("--callgrind-requests", type=int, default=2000, help="0 to skip callgrind")
     ap.add_argument("--only", help="comma-separated scenarios (direct and nginx are always kept)")
+    ap.add_argument("--growth", action="store_true",
+                    help="instead of the scenarios: how cost grows (idle connections, followed services, policy rules)")
+    ap.add_argument("--growth-conns", type=int, default=10_000, help="idle connections for --growth")
+    ap.add_argument("--growth-services", type=int, default=1000, help="followed services for --growth")
+    ap.add_argument("--growth-instances", type=int, default=10_000, help="instances over all services for --growth")
+    ap.add_argument("--growth-rules", type=int, default=100, help="policy rules for --growth")
     args = ap.parse_args()
 
     if args.only:
@@ -195,9 +233,12 @@ def main() -> int:
         for n in list(SCENARIOS):
             if n not in keep:
                 del SCENARIOS[n]
-    # 1,000 idle connections plus the proxies' own: children inherit this limit.
+    # The idle connections (10,000 with --growth) plus the proxies' own: children inherit this
+    # soft limit, raised as far as the hard limit allows (up to 65,536).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536, hard))
+    if args.growth:
+        return run_growth(args)
     # A TERM or HUP (run.sh's trap, a closed terminal) unwinds through the finally below.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
