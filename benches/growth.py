@@ -123,7 +123,7 @@ def many_services(work_root: Path, services: int, per_service: int, rate: int, s
     instances each; it starts following a service on the app's first request to it, as in
     production, so each is requested once."""
     out = {}
-    for label, count in (("1 service", 1), (f"{services} services", services)):
+    for label, count in (("1 service", 1), (f"{services:,} services", services)):
         work = work_root / f"services-{count}"
         work.mkdir()
         run = Running(url="")
@@ -151,8 +151,9 @@ def many_services(work_root: Path, services: int, per_service: int, rate: int, s
             r["cpu_idle_after_per_s"] = idle_cpu_per_s(pids)
             r.update(cpu_per_request(run, f"http://127.0.0.1:{port}/{names[0]}.stable/", rate, seconds,
                                      r["cpu_idle_after_per_s"]))
+            label = f"{label}, {count * per_service:,} instances"
             out[label] = r
-            print(f"growth: {label} x {per_service} instances: " + json.dumps(
+            print(f"growth: {label}: " + json.dumps(
                 {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
         finally:
             run.stop_event.set()

@@ -160,7 +160,8 @@ def report(rounds: list[dict], info: dict, args, cg: dict[str, float]) -> str:
         lines.append(f"| {n} | {' | '.join(cells)} | {errors} |")
     lines += [
         "",
-        "Throughput and resources of the proxy process(es) (both sidecars in berth-full):",
+        "Throughput and resources of the proxy process(es) (both sidecars in berth-full, both Envoys in envoy-full); "
+        "KiB per idle conn is (RSS with the idle connections - RSS idle) / their number:",
         "",
         "| scenario | saturation req/s | ×nginx | req per CPU-s | ×nginx | CPU µs/req at fixed rate | ×nginx "
         f"| RSS idle MiB | ×nginx | RSS with {args.idle_conns} idle conns MiB | ×nginx | KiB per idle conn "
