@@ -4,11 +4,14 @@ on 127.0.0.1 and is bounded in time (about three minutes in all)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
+import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from callgrind import instructions
@@ -20,13 +23,20 @@ from scenarios import (
 )
 
 IDLE_WINDOW = 5.0  # seconds over which idle CPU is read
+# rnacos, the Nacos server the tests use (scripts/deps/10-rnacos.sh installs it); without it
+# the followed-services part runs with the directory registry only.
+FIRST_REQUEST_CLIENTS = 32
+RNACOS = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin" / "rnacos"
 
 
-def idle_cpu_per_s(pids: list[int], seconds: float = IDLE_WINDOW) -> float:
-    """CPU seconds per second the processes use while nothing is asked of them."""
-    c0, t0 = cpu_seconds(pids), time.monotonic()
+def idle_cpu_per_s(pids: list[int], seconds: float = IDLE_WINDOW, also: list[int] | None = None):
+    """CPU seconds per second the processes use while nothing is asked of them; with `also`,
+    the same of those other processes over the same window, as a pair."""
+    c0, a0, t0 = cpu_seconds(pids), cpu_seconds(also or []), time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(pids) - c0) / (time.monotonic() - t0)
+    took = time.monotonic() - t0
+    mine = (cpu_seconds(pids) - c0) / took
+    return (mine, (cpu_seconds(also) - a0) / took) if also else mine
 
 
 def nginx_many(work: Path, run: Running, conns: int) -> None:
@@ -118,40 +128,122 @@ def cpu_per_request(run: Running, url: str, rate: int, seconds: float, idle_per_
     }
 
 
-def many_services(work_root: Path, services: int, per_service: int, rate: int, seconds: float) -> dict:
-    """A consumer sidecar before and after it follows `services` services of `per_service`
-    instances each; it starts following a service on the app's first request to it, as in
-    production, so each is requested once."""
-    out = {}
-    for label, count in (("1 service", 1), (f"{services:,} services", services)):
-        work = work_root / f"services-{count}"
-        work.mkdir()
-        run = Running(url="")
+def start_rnacos(work: Path, run: Running) -> int:
+    """rnacos on 127.0.0.1 (HTTP on a free port, gRPC 1000 above, as Nacos clients derive it),
+    its data under `work`; returns the HTTP port once both answer."""
+    for _ in range(20):
+        http_port = free_port()
+        if http_port + 1000 < 65536 and port_free(http_port + 1000):
+            break
+    data = work / "rnacos"
+    data.mkdir()
+    env = {"RNACOS_HTTP_PORT": str(http_port), "RNACOS_GRPC_PORT": str(http_port + 1000),
+           "RNACOS_HTTP_CONSOLE_PORT": "0", "RNACOS_SDK_HOST": "127.0.0.1",
+           "RNACOS_DATA_DIR": str(data / "data"), "RNACOS_HTTP_WORKERS": "2",
+           "RNACOS_NAMING_INSTANCE_METADATA_PERSISTENCE_ENABLE": "false"}
+    p = PROCS.start([str(RNACOS)], work / "rnacos.log", env=env, cwd=data)
+    run.procs.append(p)
+
+    def answers() -> bool:
+        url = f"http://127.0.0.1:{http_port}/nacos/v1/ns/instance/list?serviceName=probe"
+        socket.create_connection(("127.0.0.1", http_port + 1000), timeout=1).close()
+        return http_ok(url)
+
+    wait_until("rnacos", answers, timeout=30)
+    return http_port
+
+
+def port_free(port: int) -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+
+
+def register_many_nacos(http_port: int, services: int, ports: list[int]) -> list[str]:
+    """The same services and instances in rnacos, as persistent instances (no heartbeats to
+    send), through its HTTP API on one keep-alive connection."""
+    meta = urllib.parse.quote(json.dumps({"berth.symbol": "stable"}))
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+    names = []
+    for i in range(services):
+        name = f"grow-{i:04}"
+        for port in ports:
+            conn.request("POST", f"/nacos/v1/ns/instance?serviceName={name}&ip=127.0.0.1&port={port}"
+                                 f"&ephemeral=false&metadata={meta}")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"rnacos refused {name} :{port}: {resp.status} {body[:200]!r}")
+        names.append(name)
+    conn.close()
+    return names
+
+
+def first_requests(port: int, names: list[str], clients: int = FIRST_REQUEST_CLIENTS) -> None:
+    """One request to each service, from `clients` keep-alive connections at once (an app's
+    calls come concurrently; one after another, each waits for its service's first instance
+    set from the registry: about 150 ms each from rnacos)."""
+    def client(share: list[str]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
-            apps = [start_app(work, run) for _ in range(per_service)]
-            registry = work / "registry"
-            names = register_many(registry, count, apps, run.app_pid, run.stop_event)
-            _, port = start_sidecar(work, run, "bench-consumer", apps[0], registry)
-            time.sleep(1)
-            pids = run.proxy_pids
-            r = {"rss_before_mib": rss_mib(pids), "cpu_idle_before_per_s": idle_cpu_per_s(pids)}
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            t = time.monotonic()
-            for name in names:
+            for name in share:
                 conn.request("GET", f"/{name}.stable/")
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"{name}: {resp.status} {resp.getheader('x-berth-error')}")
+        finally:
             conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for done in [pool.submit(client, names[i::clients]) for i in range(min(clients, len(names)))]:
+            done.result()  # raises the first failure
+
+
+def many_services(work_root: Path, services: int, per_service: int, rate: int, seconds: float,
+                  registry_kind: str) -> dict:
+    """A consumer sidecar before and after it follows `services` services of `per_service`
+    instances each, in a directory registry or in rnacos; it starts following a service on
+    the app's first request to it, as in production, so each is requested once."""
+    out = {}
+    for label, count in (("1 service", 1), (f"{services:,} services", services)):
+        work = work_root / f"services-{registry_kind}-{count}"
+        work.mkdir()
+        run = Running(url="")
+        try:
+            apps = [start_app(work, run) for _ in range(per_service)]
+            if registry_kind == "nacos":
+                http_port = start_rnacos(work, run)
+                server = [run.procs[-1].pid]
+                t = time.monotonic()
+                names = register_many_nacos(http_port, count, apps)
+                print(f"growth: registered {count * per_service:,} instances in rnacos in "
+                      f"{time.monotonic() - t:.1f} s", flush=True)
+                registry: Path | str = f"nacos://127.0.0.1:{http_port}"
+            else:
+                registry = work / "registry"
+                names = register_many(registry, count, apps, run.app_pid, run.stop_event)
+                server = []
+            _, port = start_sidecar(work, run, "bench-consumer", apps[0], registry)
+            time.sleep(1)
+            pids = run.proxy_pids
+            r = {"rss_before_mib": rss_mib(pids), "cpu_idle_before_per_s": idle_cpu_per_s(pids)}
+            t = time.monotonic()
+            first_requests(port, names)
             r["follow_s"] = time.monotonic() - t
             oha(f"http://127.0.0.1:{port}/{names[0]}.stable/", 2, 16, rate=rate // 2)
             time.sleep(1)
             r["rss_after_mib"] = rss_mib(pids)
-            r["cpu_idle_after_per_s"] = idle_cpu_per_s(pids)
+            if server:  # and what the registry server spends meanwhile, answering this sidecar
+                r["cpu_idle_after_per_s"], r["server_cpu_idle_per_s"] = idle_cpu_per_s(pids, also=server)
+            else:
+                r["cpu_idle_after_per_s"] = idle_cpu_per_s(pids)
             r.update(cpu_per_request(run, f"http://127.0.0.1:{port}/{names[0]}.stable/", rate, seconds,
                                      r["cpu_idle_after_per_s"]))
-            label = f"{label}, {count * per_service:,} instances"
+            label = f"{label}, {count * per_service:,} instances, {registry_kind} registry"
             out[label] = r
             print(f"growth: {label}: " + json.dumps(
                 {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
@@ -243,10 +335,17 @@ def growth(work_root: Path, args) -> dict:
     return {
         "idle_connections": args.growth_conns,
         "idle": many_idle(work_root, args.growth_conns),
-        "services": many_services(work_root, args.growth_services, args.growth_instances // args.growth_services,
-                                  args.rate, args.duration),
+        "services": {label: r for kind in ("dir", "nacos") if kind == "dir" or RNACOS.exists()
+                     for label, r in many_services(work_root, args.growth_services,
+                                                   args.growth_instances // args.growth_services,
+                                                   args.rate, args.duration, kind).items()},
         "policy": policy_instructions(work_root, (0, args.growth_rules), args.callgrind_requests or 2000),
     }
+
+
+def server_cpu(r: dict) -> str:
+    v = r.get("server_cpu_idle_per_s")
+    return f"{v * 1e3:.1f}" if v is not None else "—"
 
 
 def report(g: dict) -> str:
@@ -259,13 +358,13 @@ def report(g: dict) -> str:
         lines.append(f"| {name} | {r['rss_idle_mib']:.1f} | {r['rss_conns_mib']:.1f} | {r['kib_per_conn']:.2f} | "
                      f"{r['cpu_idle_per_s'] * 1e3:.1f} | {r['cpu_conns_per_s'] * 1e3:.1f} | {r['open_s']:.1f} |")
     lines += ["", "| consumer sidecar following | RSS before MiB | RSS after MiB | CPU idle after, ms/s | "
-                  "seconds to follow all | CPU µs/req | less idle CPU | errors |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "rnacos's CPU meanwhile, ms/s | seconds to follow all | CPU µs/req | less idle CPU | errors |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in g["services"].items():
         cpu = r["cpu_us_per_req"]
         less = r["cpu_us_per_req_less_idle"]
         lines.append(f"| {label} | {r['rss_before_mib']:.1f} | {r['rss_after_mib']:.1f} | "
-                     f"{r['cpu_idle_after_per_s'] * 1e3:.1f} | {r['follow_s']:.1f} | "
+                     f"{r['cpu_idle_after_per_s'] * 1e3:.1f} | {server_cpu(r)} | {r['follow_s']:.1f} | "
                      f"{cpu:.1f} | {less:.1f} | {r['errors']} |" if cpu is not None else f"| {label} | failed |")
     lines += ["", "| policy rules | instructions/request (outbound, callgrind) |", "|---:|---:|"]
     lines += [f"| {rules} | {v:,.0f} |" for rules, v in g["policy"].items()]

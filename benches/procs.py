@@ -20,11 +20,11 @@ class Procs:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen] = []
 
-    def start(self, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    def start(self, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
         out = open(log, "ab")
         p = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            env={**os.environ, **(env or {})}, start_new_session=True, cwd=cwd,
         )
         out.close()
         self.children.append(p)

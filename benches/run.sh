@@ -5,9 +5,9 @@
 # it started when it ends, and the trap below stops run.py itself if this script is stopped.
 #
 #   benches/run.sh [run.py options]     e.g. --rounds 5, --rate 1500, --only berth-inbound
-#   benches/run.sh --growth             how cost grows instead (about 2.5 minutes)
+#   benches/run.sh --growth             how cost grows instead (about 3 minutes)
 #
-# Not for CI: it takes about 10 minutes (about 30 on a fresh machine) and asserts nothing.
+# Not for CI: it takes about 11 minutes (about 30 on a fresh machine) and asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

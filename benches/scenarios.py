@@ -50,19 +50,20 @@ def start_app(work: Path, run: Running) -> int:
 BERTH_ENV = {"BERTH_LOG": "warn"}
 
 
-def sidecar_argv(name: str, app_port: int, registry: Path, inbound: int, admin: int, outbound: int,
+def sidecar_argv(name: str, app_port: int, registry: Path | str, inbound: int, admin: int, outbound: int,
                  follow: str | None = None) -> list[str]:
-    """`berth proxy` for service `name` in a directory registry, following `follow` from the
-    start when given."""
+    """`berth proxy` for service `name` in a directory registry (or at a registry URL, given
+    as a string), following `follow` from the start when given."""
+    url = f"dir://{registry}" if isinstance(registry, Path) else registry
     argv = [str(BERTH), "proxy", "--service", name, "--app-port", str(app_port),
             "--inbound", f"127.0.0.1:{inbound}", "--admin", f"127.0.0.1:{admin}",
-            "--outbound", f"127.0.0.1:{outbound}", "--registry", f"dir://{registry}",
+            "--outbound", f"127.0.0.1:{outbound}", "--registry", url,
             # Two threads, as nginx and HAProxy get two workers here (berth's default is one).
             "--workers", "2"]
     return argv + ["--services", follow] if follow else argv
 
 
-def start_sidecar(work: Path, run: Running, name: str, app_port: int, registry: Path,
+def start_sidecar(work: Path, run: Running, name: str, app_port: int, registry: Path | str,
                   follow: str | None = None) -> tuple[int, int]:
     """A `berth proxy`; returns its inbound and outbound ports once it is ready (registered)."""
     inbound, admin, outbound = free_port(), free_port(), free_port()
