@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from callgrind import instructions
-from load import idle_connections, oha, completed
+from load import completed, idle_connections, oha
 from procs import PROCS, cpu_seconds, free_port, http_ok, rss_mib, tree, wait_until
 from scenarios import (
     BERTH_ENV, SERVICE, Running, berth_inbound, berth_outbound, nginx_argv, nginx_conf, sidecar_argv,
@@ -23,9 +23,9 @@ from scenarios import (
 )
 
 IDLE_WINDOW = 5.0  # seconds over which idle CPU is read
+FIRST_REQUEST_CLIENTS = 32  # connections the first request to each followed service comes from
 # rnacos, the Nacos server the tests use (scripts/deps/10-rnacos.sh installs it); without it
 # the followed-services part runs with the directory registry only.
-FIRST_REQUEST_CLIENTS = 32
 RNACOS = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin" / "rnacos"
 
 
