@@ -183,6 +183,9 @@ def main() -> int:
     if args.follow and not RNACOS.exists():
         print(f"--follow needs rnacos ({RNACOS})", file=sys.stderr)
         return 1
+    # A TERM or HUP unwinds through the finally below, which stops every process started.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     what = "follow" if args.follow else args.side
     work = ROOT / "target" / "bench" / f"dhat-{what}"
     shutil.rmtree(work, ignore_errors=True)

@@ -238,11 +238,11 @@ def main() -> int:
     # soft limit, raised as far as the hard limit allows (up to 65,536).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536, hard))
-    if args.growth:
-        return run_growth(args)
     # A TERM or HUP (run.sh's trap, a closed terminal) unwinds through the finally below.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    if args.growth:
+        return run_growth(args)
 
     info = machine()
     # Configs, logs and registries of every run, kept for a look afterwards.
