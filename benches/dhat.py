@@ -5,8 +5,9 @@ Runs one sidecar (the profiling build: `cargo build --profile profiling`, releas
 symbols) under valgrind's DHAT, warms it up, opens N keep-alive connections that each send one
 request and stay idle, closes them, and stops the sidecar. DHAT records every heap block's
 allocation stack; at the heap's peak (`t-gmax`, when the N connections were open) the sites
-holding about a block or more per connection are the per-connection ones. Prints those sites with the bytes
-each holds per connection, and writes the DHAT file (viewable in valgrind's dh_view.html).
+holding about a block or more per connection are the per-connection ones. Prints those sites
+with the bytes each holds per connection, and writes the DHAT file (viewable in valgrind's
+dh_view.html).
 
     benches/dhat.py [--conns 1000] [--side inbound|outbound]
     benches/dhat.py --follow 1000     # per followed service instead (rnacos, 10 instances each)
