@@ -15,6 +15,7 @@ mod drain_wire;
 mod faults_inbound;
 mod faults_outbound;
 mod gateway;
+mod gateway_faults;
 mod grpc;
 mod image;
 mod injector;
