@@ -39,7 +39,7 @@ use std::time::Duration;
 use berth_core::Symbol;
 use berth_core::policy::CompiledPolicy;
 
-use crate::outbound::balance::{MIN_WARMUP_FACTOR, Snapshot};
+use crate::outbound::balance::Snapshot;
 use crate::outbound::discovery::Service;
 
 /// The largest weight Nacos accepts.
@@ -188,13 +188,7 @@ impl Keeper {
     /// The warm-up factor by age alone (for an instance the view does not list yet).
     fn ramp(&self, started_at: u64, now_ms: u64) -> f64 {
         let window = u64::try_from(self.warmup.as_millis()).unwrap_or(u64::MAX);
-        let age = now_ms.saturating_sub(started_at);
-        if window == 0 || age >= window {
-            return 1.0;
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let f = age as f64 / window as f64;
-        f.max(MIN_WARMUP_FACTOR)
+        berth_core::warmup::factor(Some(started_at), window, now_ms)
     }
 }
 

@@ -55,7 +55,11 @@ async fn ctl_runs_a_canary_from_10_percent_to_promoted() {
     assert_eq!(in_nacos(&nacos).await.rules[0].name.as_deref(), Some("beta"));
     let inline = admin.ctl(
         Some(BOB),
-        &["rules", "users", r#"[{"match":[{"cookie":"group","prefix":"qa-"}],"symbol":"canary","lane":true}]"#],
+        &[
+            "rules",
+            "users",
+            r#"[{"match":[{"cookie":"group","prefix":"qa-"}],"symbol":"canary","lane":true}]"#,
+        ],
     );
     assert_eq!(inline.code, 0, "{inline:?}");
     let fifty = admin.ctl(Some(ALICE), &["--if-version", "3", "weights", "users", "stable=50", "canary=50"]);

@@ -69,7 +69,11 @@ async fn a_provider_frozen_behind_the_gateway_costs_no_idempotent_request() {
         ejected_while_listed.map(|e| e.0),
     );
     assert!(tally.failures.is_empty(), "idempotent requests failed at the gateway: {:?}", tally.failures);
-    assert!(tally.by_app.get("victim").copied().unwrap_or(0) > 0, "the victim served first: {:?}", tally.by_app);
+    assert!(
+        tally.by_app.get("victim").copied().unwrap_or(0) > 0,
+        "the victim served first: {:?}",
+        tally.by_app
+    );
     let (_, listed) = ejected_while_listed.expect("the gateway never ejected the frozen instance");
     assert!(listed, "the instance was ejected only after the registry dropped it");
     let m = gw.metrics().await;

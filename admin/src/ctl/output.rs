@@ -89,8 +89,7 @@ fn policy_lines(p: &Value) -> String {
         let name = rule["name"].as_str().map(|n| format!(" ({n})")).unwrap_or_default();
         // A lane rule's symbol travels down the call chain; a plain one picks this hop only.
         let lane = if rule["lane"].as_bool() == Some(true) { " (lane)" } else { "" };
-        let _ =
-            writeln!(out, "rule {i}{name}: {} → {}{lane}", conditions.join(" and "), s(&rule["symbol"]));
+        let _ = writeln!(out, "rule {i}{name}: {} → {}{lane}", conditions.join(" and "), s(&rule["symbol"]));
     }
     for (addr, symbol) in p["overrides"].as_object().into_iter().flatten() {
         let _ = writeln!(out, "override {addr} → {}", s(symbol));
