@@ -30,6 +30,9 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Nacos's largest instance weight.
+pub const MAX_WEIGHT: f64 = 10_000.0;
+
 /// The cluster Nacos puts an instance in when it names none.
 pub const DEFAULT_CLUSTER: &str = "DEFAULT";
 

@@ -240,7 +240,7 @@ pub struct ProxyArgs {
         help_heading = "Registration",
         env = "BERTH_NACOS_WEIGHT",
         value_name = "MODE",
-        default_value = "policy"
+        default_value = defaults::NACOS_WEIGHT
     )]
     pub nacos_weight: NacosWeight,
 
@@ -252,14 +252,14 @@ pub struct ProxyArgs {
         help_heading = "Registration",
         env = "BERTH_NACOS_WEIGHT_SCALE",
         value_name = "WEIGHT",
-        default_value = "1"
+        default_value = defaults::NACOS_WEIGHT_SCALE_TEXT
     )]
     pub nacos_weight_scale: f64,
 
     /// Metadata keys the symbol is also registered under, for clients without a sidecar:
     /// `version` (Spring Cloud Alibaba's label routing), `hint` (Spring Cloud LoadBalancer's
     /// `X-SC-LB-Hint`). Comma-separated; empty for none.
-    #[arg(long, help_heading = "Registration", env = "BERTH_SYMBOL_METADATA", value_name = "KEYS", value_delimiter = ',', default_value = "version,hint", value_parser = alias_key)]
+    #[arg(long, help_heading = "Registration", env = "BERTH_SYMBOL_METADATA", value_name = "KEYS", value_delimiter = ',', default_value = defaults::SYMBOL_METADATA_TEXT, value_parser = alias_key)]
     pub symbol_metadata: Vec<String>,
 
     /// The Nacos cluster the instance registers in (Spring Cloud Alibaba's consumers prefer

@@ -43,7 +43,7 @@ use crate::outbound::balance::Snapshot;
 use crate::outbound::discovery::Service;
 
 /// The largest weight Nacos accepts.
-pub const MAX_WEIGHT: f64 = 10_000.0;
+pub const MAX_WEIGHT: f64 = berth_core::instance::MAX_WEIGHT;
 /// At most one re-registration per interval.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Relative changes below this are not worth a push (to or from 0 always is).

@@ -6,6 +6,7 @@
 
 mod admin;
 mod chart;
+mod chart_sidecar;
 mod cluster;
 mod config;
 mod consumer;
