@@ -1,6 +1,6 @@
 //! What only the gateway itself can save, through real processes and rnacos: a provider that
-//! hangs behind it (SIGSTOP — no drain, no read-only signal, still registered) while outside
-//! clients' requests flow; and the gateway's own connections on its drain (idle HTTP/1.1 ones
+//! hangs behind it (SIGSTOP — no drain, no read-only signal, still registered) or dies
+//! (SIGKILL) while outside clients' requests flow; and the gateway's own connections on its drain (idle HTTP/1.1 ones
 //! closed after drain-min, HTTP/2 ones sent GOAWAY at once), as the sidecar's inbound side.
 
 use std::net::SocketAddr;
@@ -78,12 +78,53 @@ async fn a_provider_frozen_behind_the_gateway_costs_no_idempotent_request() {
     assert!(listed, "the instance was ejected only after the registry dropped it");
     let m = gw.metrics().await;
     assert!(m.contains(r#"berth_outbound_ejections_total{service="stock"}"#), "{m}");
-    let failovers: f64 = m
+    assert!(retries(&m) > 0.0, "no request was sent again: {m}");
+}
+
+/// A provider killed behind the gateway under load (SIGKILL of its sidecar and app: no drain,
+/// no signal; its connections reset, new ones are refused until the registry drops it): the
+/// gateway sends the idempotent requests it had in flight there, and those it picks it for
+/// before rnacos's push, to the others. None fails.
+#[tokio::test]
+async fn a_provider_killed_behind_the_gateway_costs_no_idempotent_request() {
+    let nacos = Rnacos::start().await;
+    let registry = nacos.url();
+    let args = ["--warmup", "0s"];
+    let _a = provider(&registry, "stock", "stable", "a", &args).await;
+    let _b = provider(&registry, "stock", "stable", "b", &args).await;
+    let mut victim = provider(&registry, "stock", "stable", "victim", &args).await;
+    let gw = Gateway::start(&registry, &["--expose", "stock"]).await;
+    gw.wait_ready().await;
+    gw.sees("stock", 3).await;
+
+    let running = load(&client(), &gw.url("/stock/slow?ms=10"), 8, Instant::now() + Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    victim.sidecar.proc.kill();
+    victim.app.proc.kill();
+    gw.sees("stock", 2).await;
+    let tally = running.await.unwrap();
+    eprintln!(
+        "killed behind the gateway: {} answered, {} failed, slowest {:?}",
+        tally.by_app.values().sum::<usize>(),
+        tally.failures.len(),
+        tally.slowest
+    );
+    assert!(tally.failures.is_empty(), "idempotent requests failed at the gateway: {:?}", tally.failures);
+    assert!(
+        tally.by_app.get("victim").copied().unwrap_or(0) > 0,
+        "the victim served first: {:?}",
+        tally.by_app
+    );
+    assert!(retries(&gw.metrics().await) > 0.0, "no request was sent again");
+}
+
+/// Attempts the gateway sent again to another instance of `stock`, for any reason.
+fn retries(metrics: &str) -> f64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("berth_outbound_retries_total{") && l.contains(r#"service="stock""#))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    assert!(failovers > 0.0, "no request was sent again: {m}");
+        .sum()
 }
 
 /// An HTTP/1.1 connection to `addr` that has carried one answered `GET path`; the task ends
