@@ -1,6 +1,7 @@
 //! What only the gateway itself can save, through real processes and rnacos: a provider that
 //! hangs behind it (SIGSTOP — no drain, no read-only signal, still registered) or dies
-//! (SIGKILL) while outside clients' requests flow; and the gateway's own connections on its drain (idle HTTP/1.1 ones
+//! (SIGKILL) while outside clients' requests flow, or drains while the registry is silent (only
+//! its read-only signal tells); and the gateway's own connections on its drain (idle HTTP/1.1 ones
 //! closed after drain-min, HTTP/2 ones sent GOAWAY at once), as the sidecar's inbound side.
 
 use std::net::SocketAddr;
@@ -116,6 +117,66 @@ async fn a_provider_killed_behind_the_gateway_costs_no_idempotent_request() {
         tally.by_app
     );
     assert!(retries(&gw.metrics().await) > 0.0, "no request was sent again");
+}
+
+/// Who answered each of `n` concurrent GETs of `url` (closed-loop single requests would all go
+/// to the instance with the lower latency).
+async fn batch(url: &str, n: usize) -> Vec<String> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let url = url.to_owned();
+        set.spawn(async move {
+            let resp = client().get(url).send().await.unwrap();
+            match resp.headers().get("x-app-name") {
+                Some(name) if resp.status() == 200 => name.to_str().unwrap().to_owned(),
+                _ => format!("{} {:?}", resp.status(), resp.headers().get("x-berth-error")),
+            }
+        });
+    }
+    set.join_all().await
+}
+
+/// The read-only signal, with the registry silent: rnacos frozen, so it neither takes the
+/// deregistration nor pushes anything, a provider drains behind the gateway — the gateway marks
+/// it draining from the signal on its answers and then sends it nothing more; every request is
+/// answered.
+#[tokio::test]
+async fn a_draining_provider_gets_nothing_from_the_gateway_after_its_signal() {
+    let nacos = Rnacos::start().await;
+    let registry = nacos.url();
+    let leaving =
+        provider(&registry, "cart", "stable", "leaving", &["--warmup", "0s", "--drain-min", "20s"]).await;
+    let _staying = provider(&registry, "cart", "stable", "staying", &["--warmup", "0s"]).await;
+    let gw = Gateway::start(&registry, &["--expose", "cart"]).await;
+    gw.wait_ready().await;
+    gw.sees("cart", 2).await;
+    let url = gw.url("/cart/");
+    eventually(T, "both providers answer", || async {
+        let answers = batch(&url, 8).await;
+        answers.iter().any(|a| a == "leaving") && answers.iter().any(|a| a == "staying")
+    })
+    .await;
+
+    nacos.pause();
+    client().post(leaving.sidecar.admin_url("/drain")).send().await.unwrap();
+    let during = std::sync::Mutex::new(Vec::new());
+    eventually(T, "the gateway sees the provider draining", || async {
+        let answers = batch(&url, 8).await;
+        during.lock().unwrap().extend(answers);
+        state_at_gateway(&gw, "cart", leaving.sidecar.inbound).await.as_deref() == Some("draining")
+    })
+    .await;
+    let during = during.into_inner().unwrap();
+    eprintln!("signal heeded after {} requests: {during:?}", during.len());
+    let mut after = Vec::new();
+    for _ in 0..25 {
+        after.extend(batch(&url, 8).await);
+    }
+    let still_listed = state_at_gateway(&gw, "cart", leaving.sidecar.inbound).await;
+    nacos.resume();
+    assert!(during.iter().all(|a| a == "leaving" || a == "staying"), "every request succeeded: {during:?}");
+    assert!(after.iter().all(|a| a == "staying"), "after its signal, none to the draining one: {after:?}");
+    assert_eq!(still_listed.as_deref(), Some("draining"), "the registry view still lists it");
 }
 
 /// Attempts the gateway sent again to another instance of `stock`, for any reason.
