@@ -29,7 +29,8 @@ pub struct InstanceView {
     pub state: &'static str,
     /// Whether the registry lists it (a draining instance has left the registry).
     pub registered: bool,
-    /// While warming: how far its share has ramped up, 0 to 1 (age over its warm-up).
+    /// While warming: how far into its warm-up it is, 0 to 1 (age over its warm-up; whether its
+    /// share is ramped now is `effective_weight`'s to say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_progress: Option<f64>,
     /// How many consumer sidecars see it in each state (`serving`, `ejected`…).
