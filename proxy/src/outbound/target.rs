@@ -36,8 +36,17 @@ fn is_local(host: &str) -> bool {
         || host.starts_with('[')
 }
 
-fn host_only(authority: &str) -> String {
-    authority.parse::<http::uri::Authority>().map_or_else(|_| authority.to_owned(), |a| a.host().to_owned())
+/// The host of an authority (`user@host:port`, `[v6]:port`), as `http::uri::Authority::host`
+/// gives it, without parsing it into a copy: every request through the outbound port asks.
+fn host_only(authority: &str) -> &str {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if a.starts_with('[') {
+        return a.find(']').map_or(a, |i| &a[..=i]);
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => a,
+    }
 }
 
 /// Resolves the target of a request from its URI and `Host` header.
@@ -104,6 +113,24 @@ mod tests {
         assert_eq!(t("/svc.stable", Some("localhost")).unwrap().path, "/");
         assert_eq!(t("/svc.stable?a=b", Some("localhost")).unwrap().path, "/?a=b");
         assert_eq!(t("/a.b.stable/x", Some("[::1]:15001")).unwrap().service, "a.b");
+    }
+
+    #[test]
+    fn host_only_is_the_authority_host() {
+        for (authority, host) in [
+            ("svc", "svc"),
+            ("svc:8080", "svc"),
+            ("user:pw@svc:8080", "svc"),
+            ("127.0.0.1:15001", "127.0.0.1"),
+            ("[::1]:15001", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("", ""),
+        ] {
+            assert_eq!(host_only(authority), host, "{authority}");
+            if let Ok(a) = authority.parse::<http::uri::Authority>() {
+                assert_eq!(a.host(), host, "{authority} as http parses it");
+            }
+        }
     }
 
     #[test]
