@@ -14,6 +14,7 @@ mod connections;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulConnection;
@@ -22,12 +23,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-pub use self::connections::{Connection, Connections};
+pub use self::connections::{Active, Connection, Connections};
 
 /// The first pause after a failed accept (out of file descriptors and the like); it doubles
 /// up to [`MAX_ACCEPT_BACKOFF`] while accepts keep failing, so a full table is not spun on.
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long the request listeners keep an HTTP/1.1 connection that starts no request (idle
+/// keep-alive, or a request head that never ends) — what hyper's header-read timeout gave them
+/// before ([`Connections::closing_idle`]).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counts one open connection in a gauge for as long as it lives: a drop guard, so a
 /// connection whose task is cancelled is counted out too.
@@ -73,11 +79,24 @@ where
     // the channel to close.
     let (alive, token) = watch::channel(());
     let mut backoff = FIRST_ACCEPT_BACKOFF;
+    let mut sweep = connections.sweep_every().map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
+            () = async {
+                if let Some(ticks) = sweep.as_mut() {
+                    ticks.tick().await;
+                }
+            }, if sweep.is_some() => {
+                connections.sweep();
+                continue;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -129,15 +148,21 @@ where
     // One check of an atomic per wake: the connection's own I/O wakes it far more often than
     // anything asks it to close.
     let result = std::future::poll_fn(|cx| {
-        if !closing && this.poll_close(cx) {
-            conn.as_mut().graceful_shutdown();
-            closing = true;
+        match this.poll_state(cx) {
+            connections::ABORT => return Poll::Ready(None),
+            connections::CLOSE if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ => {}
         }
-        conn.as_mut().poll(cx)
+        conn.as_mut().poll(cx).map(Some)
     })
     .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+    match result {
+        Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        None => tracing::debug!("connection dropped: it stayed idle after it was asked to close"),
+        Some(Ok(())) => {}
     }
 }
 

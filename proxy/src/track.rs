@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::body::{self, Body, BoxError, HttpResponse};
 use crate::drain::{Drain, InFlight};
 use crate::metrics::{Metrics, STATUS_CLASSES, class_index};
+use crate::serve::{Active, Connection};
 
 /// Wraps a service with request tracking for `direction` (`inbound` or `outbound`).
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct Track<S> {
     inner: S,
     handles: Arc<Handles>,
     drain: Option<Arc<Drain>>,
+    /// The connection its requests are counted on, for the listener's idle sweep.
+    conn: Option<Arc<Connection>>,
 }
 
 /// The metrics one direction updates, looked up once rather than on every request.
@@ -59,7 +62,13 @@ impl Tracking {
 
     /// Tracks `inner`.
     pub fn wrap<S>(&self, inner: S) -> Track<S> {
-        Track { inner, handles: self.handles.clone(), drain: self.drain.clone() }
+        Track { inner, handles: self.handles.clone(), drain: self.drain.clone(), conn: None }
+    }
+
+    /// Tracks `inner` serving `conn`: each request also counts as activity on the connection
+    /// until its response body ends ([`Connection::start`]).
+    pub fn wrap_on<S>(&self, inner: S, conn: &Arc<Connection>) -> Track<S> {
+        Track { conn: Some(conn.clone()), ..self.wrap(inner) }
     }
 }
 
@@ -76,6 +85,7 @@ impl<S> Track<S> {
 struct Guard {
     gauge: IntGauge,
     _drain: Option<InFlight>,
+    _active: Option<Active>,
 }
 
 impl Drop for Guard {
@@ -108,7 +118,11 @@ where
         self.handles.in_flight.inc();
         // Made before the inner call: a request whose future is dropped unpolled (its client
         // hung up) is counted out all the same.
-        let guard = Guard { gauge: self.handles.in_flight.clone(), _drain: drain_guard };
+        let guard = Guard {
+            gauge: self.handles.in_flight.clone(),
+            _drain: drain_guard,
+            _active: self.conn.as_ref().map(Connection::start),
+        };
         Tracked { inner: self.inner.call(req), start, handles: self.handles.clone(), guard: Some(guard) }
     }
 }
@@ -168,5 +182,32 @@ impl http_body::Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::{Service, ServiceExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_active_on_its_connection_until_its_body_ends() {
+        let conn = Arc::new(Connection::default());
+        let app = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(body::full("x")))
+        });
+        let mut track = Tracking::new("inbound", &Metrics::new(), None).wrap_on(app, &conn);
+        assert!(!conn.is_active());
+        let resp = track.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        assert!(conn.is_active(), "answered, but its body has not ended");
+        drop(resp);
+        assert!(!conn.is_active(), "the body is gone");
+        // Without a connection nothing is counted on one.
+        let app = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(body::empty()))
+        });
+        let resp = Tracking::new("inbound", &Metrics::new(), None).wrap(app).call(Request::new(())).await;
+        assert!(resp.is_ok() && !conn.is_active());
     }
 }

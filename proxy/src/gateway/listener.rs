@@ -18,8 +18,6 @@ use crate::drain::Phase;
 use crate::inbound::{Signal, close_on_phases};
 use crate::serve::{self, Connection, Connections, Open, Stopped};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connections may take to finish once the drain is done (they are idle then, unless
 /// the drain was forced).
 const DONE_GRACE: Duration = Duration::from_secs(1);
@@ -30,7 +28,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) -> Stopped {
     let done = async move {
         let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
     };
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::closing_idle(serve::IDLE_TIMEOUT));
     let phases = tokio::spawn(close_on_phases(gateway.drain.subscribe(), connections.clone()));
     let stopped =
         serve::serve("gateway", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
@@ -46,9 +44,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, 
     // As inbound: Signal outermost so the gateway's own refusals carry it too; Track inside it
     // so every request, routed or refused, is counted and held in flight for the drain.
     let edge = Edge::new(gateway.outbound.service(), gateway.routes.clone(), peer);
-    let stack = Signal::new(gateway.tracking.wrap(edge), gateway.drain.clone(), this.clone(), true);
+    let stack = Signal::new(gateway.tracking.wrap_on(edge, &this), gateway.drain.clone(), this.clone(), true);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // No header-read timer per request: the listener's idle sweep closes what it would.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
     serve::http(conn, &this).await;

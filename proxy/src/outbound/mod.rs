@@ -145,8 +145,9 @@ where
     // The metric handles, looked up once for every connection.
     let tracking = crate::track::Tracking::new("outbound", &metrics, None);
     let open = metrics.connections.with_label_values(&["outbound"]);
-    crate::serve::serve("outbound", listener, stop, STOP_GRACE, Arc::default(), move |stream, _, this| {
-        connection(stream, tracking.wrap(handler.clone()), open.clone(), this)
+    let connections = Arc::new(crate::serve::Connections::closing_idle(crate::serve::IDLE_TIMEOUT));
+    crate::serve::serve("outbound", listener, stop, STOP_GRACE, connections, move |stream, _, this| {
+        connection(stream, tracking.wrap_on(handler.clone(), &this), open.clone(), this)
     })
     .await
 }
@@ -165,7 +166,8 @@ async fn connection<S>(
 {
     let _open = crate::serve::Open::new(open);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    // No header-read timer per request: the listener's idle sweep closes what it would.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
     crate::serve::http(conn, &this).await;
