@@ -85,8 +85,9 @@ pub type Upgrade = Arc<Mutex<Option<OnUpgrade>>>;
 pub struct Prepared {
     pub method: Method,
     pub headers: HeaderMap,
-    /// What the provider sees as `Host` (HTTP/1.1; also in `headers`) or `:authority` (HTTP/2).
-    pub host: String,
+    /// What the provider sees as `Host` (HTTP/1.1; also in `headers`) or `:authority`
+    /// (HTTP/2), when it is not the service's name.
+    pub host: Option<String>,
     pub path: PathAndQuery,
     /// Whether the request may be sent twice (its method, or `x-berth-retryable: true`).
     pub idempotent: bool,
@@ -98,14 +99,14 @@ pub struct Prepared {
 
 impl Prepared {
     /// The request for one attempt, in the form the connection speaks.
-    pub fn request(&self, h2: bool, body: Body) -> Result<Request<Body>, Error> {
+    pub fn request(&self, service: &str, h2: bool, body: Body) -> Result<Request<Body>, Error> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = self.headers.clone();
         if h2 {
-            let authority = Authority::try_from(self.host.as_str()).map_err(|_| {
-                Error::BadRequest(format!("{:?} is not a valid authority for HTTP/2", self.host))
-            })?;
+            let host = self.host.as_deref().unwrap_or(service);
+            let authority = Authority::try_from(host)
+                .map_err(|_| Error::BadRequest(format!("{host:?} is not a valid authority for HTTP/2")))?;
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = Some(authority);
@@ -260,11 +261,12 @@ fn prepare(
     }
     // The provider's `Host`, set once for every attempt: the app's own value when it named
     // the target, the service's when the path prefix did.
+    let named = target.host.as_deref().unwrap_or(&service.name);
     let host = match (parts.headers.remove(HOST), &service.host) {
-        (Some(v), _) if v.as_bytes() == target.host.as_bytes() => v,
-        (_, Some(v)) if target.host == service.name => v.clone(),
-        _ => HeaderValue::from_str(&target.host)
-            .map_err(|_| Error::BadRequest(format!("{:?} is not a valid host", target.host)))?,
+        (Some(v), _) if v.as_bytes() == named.as_bytes() => v,
+        (_, Some(v)) if target.host.is_none() => v.clone(),
+        _ => HeaderValue::from_str(named)
+            .map_err(|_| Error::BadRequest(format!("{named:?} is not a valid host")))?,
     };
     // Rules look at the headers the instance would get; a lane then travels in them.
     let wanted = lanes.resolve(asked, &service.policy.load().compiled, &View(&parts.headers));

@@ -14,8 +14,8 @@ pub struct Target {
     pub symbol: Option<Symbol>,
     /// What the provider sees as the request target.
     pub path: PathAndQuery,
-    /// What the provider sees as `Host`.
-    pub host: String,
+    /// What the provider sees as `Host`, when it is not the service's name.
+    pub host: Option<String>,
 }
 
 /// A request that names no service.
@@ -51,14 +51,15 @@ fn host_only(authority: &str) -> &str {
 
 /// Resolves the target of a request from its URI and `Host` header.
 pub fn resolve(uri: &Uri, host_header: Option<&str>) -> Result<Target, TargetError> {
-    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let authority = uri.authority().map(|a| a.as_str()).or(host_header).unwrap_or("");
     let host = host_only(authority);
-    if !host.is_empty() && !is_local(&host) {
-        return Ok(Target { service: host.to_owned(), symbol: None, path, host: authority.to_owned() });
+    if !host.is_empty() && !is_local(host) {
+        let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let authority = (authority != host).then(|| authority.to_owned());
+        return Ok(Target { service: host.to_owned(), symbol: None, path, host: authority });
     }
     // /service.symbol/rest
-    let raw = path.as_str();
+    let raw = uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let rest = raw.strip_prefix('/').ok_or(TargetError::NoService)?;
     let (prefix, remainder) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -71,13 +72,13 @@ pub fn resolve(uri: &Uri, host_header: Option<&str>) -> Result<Target, TargetErr
     let symbol: Symbol = symbol
         .parse()
         .map_err(|e: berth_core::symbol::InvalidSymbol| TargetError::BadSymbol(e.to_string()))?;
-    let remainder = match remainder {
-        "" => "/".to_owned(),
-        r if r.starts_with('?') => format!("/{r}"),
-        r => r.to_owned(),
+    let path = match remainder {
+        "" => Ok(PathAndQuery::from_static("/")),
+        r if r.starts_with('?') => PathAndQuery::try_from(format!("/{r}")),
+        r => PathAndQuery::try_from(r),
     };
-    let path = remainder.parse().map_err(|_| TargetError::NoService)?;
-    Ok(Target { service: service.to_owned(), symbol: Some(symbol), path, host: service.to_owned() })
+    let path = path.map_err(|_| TargetError::NoService)?;
+    Ok(Target { service: service.to_owned(), symbol: Some(symbol), path, host: None })
 }
 
 #[cfg(test)]
@@ -93,7 +94,7 @@ mod tests {
         let got = t("http://user-service:8080/users/7?x=1", None).unwrap();
         assert_eq!(got.service, "user-service");
         assert_eq!(got.path, "/users/7?x=1");
-        assert_eq!(got.host, "user-service:8080");
+        assert_eq!(got.host.as_deref(), Some("user-service:8080"));
         assert_eq!(got.symbol, None);
     }
 
@@ -109,7 +110,7 @@ mod tests {
         assert_eq!(got.service, "user-service");
         assert_eq!(got.symbol.unwrap().as_str(), "canary");
         assert_eq!(got.path, "/users/7?x=1");
-        assert_eq!(got.host, "user-service");
+        assert_eq!(got.host, None, "the service's name");
         assert_eq!(t("/svc.stable", Some("localhost")).unwrap().path, "/");
         assert_eq!(t("/svc.stable?a=b", Some("localhost")).unwrap().path, "/?a=b");
         assert_eq!(t("/a.b.stable/x", Some("[::1]:15001")).unwrap().service, "a.b");
