@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,10 +44,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, 
     // so every request, routed or refused, is counted and held in flight for the drain.
     let edge = Edge::new(gateway.outbound.service(), gateway.routes.clone(), peer);
     let stack = Signal::new(gateway.tracking.wrap_on(edge, &this), gateway.drain.clone(), this.clone(), true);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No header-read timer per request: the listener's idle sweep closes what it would.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    serve::http(conn, &this).await;
+    let service = TowerToHyperService::new(stack);
+    serve::http(
+        serve::requests_builder().serve_connection_with_upgrades(TokioIo::new(stream), service),
+        &this,
+    )
+    .await;
 }

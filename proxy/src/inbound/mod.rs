@@ -20,8 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
@@ -102,10 +101,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, 
     // inside it so every request, answered by the app or not, is counted and held in flight.
     let track = inbound.tracking.wrap_on(inbound.forward.for_peer(peer), &this);
     let stack = Signal::new(track, inbound.drain.clone(), this.clone(), inbound.signal).with_peer(peer.ip());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No header-read timer per request: the listener's idle sweep closes what it would.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    serve::http(conn, &this).await;
+    let service = TowerToHyperService::new(stack);
+    serve::http(
+        serve::requests_builder().serve_connection_with_upgrades(TokioIo::new(stream), service),
+        &this,
+    )
+    .await;
 }

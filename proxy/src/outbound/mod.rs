@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
@@ -165,10 +164,7 @@ async fn connection<S>(
     S::Future: Send + 'static,
 {
     let _open = crate::serve::Open::new(open);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No header-read timer per request: the listener's idle sweep closes what it would.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    crate::serve::http(conn, &this).await;
+    let service = TowerToHyperService::new(stack);
+    let builder = crate::serve::requests_builder();
+    crate::serve::http(builder.serve_connection_with_upgrades(TokioIo::new(stream), service), &this).await;
 }
