@@ -63,7 +63,8 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub entries: Vec<Entry>,
-    by_symbol: HashMap<Symbol, Group>,
+    /// Fx, not SipHash: looked up on every pick; the symbols come from the registry.
+    by_symbol: rustc_hash::FxHashMap<Symbol, Group>,
     /// When each instance that says when it started ends its warm-up (ms since the epoch),
     /// sorted: how many are warming at a time is a binary search, not a scan.
     warm_ends: Vec<u64>,
@@ -115,7 +116,7 @@ impl Snapshot {
             let weight = i.balance_weight();
             entries.push(Entry { endpoint, symbol, weight, nacos_weight: i.weight, started_at, warmup_ms });
         }
-        let mut by_symbol: HashMap<Symbol, Group> = HashMap::new();
+        let mut by_symbol = rustc_hash::FxHashMap::<Symbol, Group>::default();
         for (n, e) in entries.iter().enumerate() {
             let group = by_symbol.entry(e.symbol.clone()).or_default();
             group.members.push(n);
