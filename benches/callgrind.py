@@ -11,11 +11,13 @@ from pathlib import Path
 
 from procs import PROCS, free_port, http_ok, wait_until
 from scenarios import (
-    BERTH_ENV, SERVICE, Running, haproxy_conf, nginx_argv, nginx_conf, sidecar_argv, start_app, write_instance,
+    BERTH, BERTH_ENV, SERVICE, Running, haproxy_conf, nginx_argv, nginx_conf, sidecar_argv, start_app, write_instance,
 )
 
 
-CALLGRIND = ("berth-inbound", "berth-outbound", "nginx", "haproxy")
+CALLGRIND = ("berth-inbound", "berth-outbound", "hyper-floor", "nginx", "haproxy")
+# The same hop done by hyper alone (proxy/examples/hyper_floor.rs): the floor berth stands on.
+HYPER_FLOOR = BERTH.parent / "examples" / "hyper_floor"
 
 
 def callgrind_target(name: str, work: Path, run: Running, app: int, port: int) -> tuple[list[str], dict]:
@@ -28,6 +30,8 @@ def callgrind_target(name: str, work: Path, run: Running, app: int, port: int) -
     if name == "berth-outbound":
         write_instance(registry, SERVICE, app, run.app_pid, run.stop_event)
         return sidecar_argv("bench-consumer", app, registry, free_port(), free_port(), port, SERVICE), BERTH_ENV
+    if name == "hyper-floor":
+        return [str(HYPER_FLOOR), f"127.0.0.1:{port}", f"127.0.0.1:{app}"], {}
     if name == "nginx":
         return nginx_argv(work, nginx_conf(work, app, port, workers=1)), {}
     return ["haproxy", "-db", "-f", str(haproxy_conf(work, app, port, threads=1))], {}

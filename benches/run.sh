@@ -49,6 +49,8 @@ fi
 
 echo "==> building berth (release)"
 cargo build --release --locked --quiet
+# hyper alone doing the same hop, for callgrind's floor (proxy/examples/hyper_floor.rs).
+cargo build --release --locked --quiet -p berth-proxy --example hyper_floor
 
 # run.py runs in the background so this shell can take a signal while it runs; on any exit
 # it is told to stop (it then kills every process it started).

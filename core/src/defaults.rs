@@ -43,6 +43,19 @@ seconds!(
     GRACE_PERIOD_MARGIN, GRACE_PERIOD_MARGIN_TEXT = 5
 );
 
+/// How a sidecar keeps its instance's Nacos weight (`--nacos-weight`): its share under the
+/// traffic policy, for Nacos clients without a sidecar.
+pub const NACOS_WEIGHT: &str = "policy";
+/// The Nacos weight of an instance with an average share (`--nacos-weight-scale`).
+pub const NACOS_WEIGHT_SCALE: f64 = 1.0;
+/// [`NACOS_WEIGHT_SCALE`] as an option value.
+pub const NACOS_WEIGHT_SCALE_TEXT: &str = "1";
+/// The metadata keys the symbol is also registered under (`--symbol-metadata`): Spring Cloud
+/// Alibaba's label routing (`version`) and Spring Cloud LoadBalancer's hints (`hint`).
+pub const SYMBOL_METADATA: [&str; 2] = ["version", "hint"];
+/// [`SYMBOL_METADATA`] as an option value.
+pub const SYMBOL_METADATA_TEXT: &str = "version,hint";
+
 /// The sidecar's inbound port: consumers' requests arrive here; it is the registered port.
 pub const INBOUND_PORT: u16 = 15006;
 /// The sidecar's outbound port: the app's calls to other services.
@@ -67,5 +80,7 @@ mod tests {
             assert_eq!(crate::options::duration(text), Ok(d), "{text}");
         }
         assert!(DRAIN_TIMEOUT > DRAIN_MIN, "the defaults must pass the sidecar's own check");
+        assert_eq!(NACOS_WEIGHT_SCALE_TEXT.parse::<f64>(), Ok(NACOS_WEIGHT_SCALE));
+        assert_eq!(SYMBOL_METADATA_TEXT, SYMBOL_METADATA.join(","));
     }
 }

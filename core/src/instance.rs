@@ -30,9 +30,8 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// The lowest share a warming instance gets, relative to a warm one: consumers ramp an
-/// instance's weight from this up to full over its warm-up.
-pub const MIN_WARMUP_FACTOR: f64 = 0.05;
+/// Nacos's largest instance weight.
+pub const MAX_WEIGHT: f64 = 10_000.0;
 
 /// The cluster Nacos puts an instance in when it names none.
 pub const DEFAULT_CLUSTER: &str = "DEFAULT";

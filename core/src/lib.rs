@@ -2,7 +2,7 @@
 //!
 //! An instance of a service moves through a [`Lifecycle`]; it carries a [`Symbol`] (the
 //! deployment it belongs to: `stable`, `canary`, …) and the [`metadata`] keys berth writes at
-//! registration. Instances live in a [`registry::Registry`]: Nacos in production, a directory
+//! registration; consumers ramp a new instance's share up over its [`warmup`]. Instances live in a [`registry::Registry`]: Nacos in production, a directory
 //! on a laptop or in the demo. The sidecar registers through it, consumers watch it, and admin
 //! reads and writes traffic policies through it.
 //!
@@ -21,6 +21,7 @@ pub mod policy;
 pub mod registry;
 pub mod shutdown;
 pub mod symbol;
+pub mod warmup;
 
 pub use instance::Instance;
 pub use lifecycle::Lifecycle;

@@ -3,7 +3,10 @@
 //!
 //! The file holds what every injected pod gets unless its `berth.io/` annotations say
 //! otherwise: the sidecar's image, resources, ports and registry, whether it is a native sidecar,
-//! the drain timings, and how strictly the grace period is enforced. Every key is optional.
+//! the drain timings, how it registers for clients without a sidecar ([`Registration`]), and
+//! how strictly the grace period is enforced. Every key is optional.
+
+mod registration;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
 pub use berth_core::options::EXIT_CONFIG;
+pub use registration::Registration;
 
 /// Bad configuration: which option or key, which value, what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +173,8 @@ pub struct InjectConfig {
     pub ports: Ports,
     /// Timings and outbound proxy, unless a pod's annotations say otherwise.
     pub defaults: Defaults,
+    /// Nacos weight, symbol metadata and cluster, for Nacos clients without a sidecar.
+    pub registration: Registration,
     /// `NO_PROXY` for apps that get `HTTP_PROXY`.
     pub no_proxy: String,
     /// Added to drain-min + drain-timeout for the pod's `terminationGracePeriodSeconds`: the
@@ -203,6 +209,7 @@ impl Default for InjectConfig {
             },
             ports: Ports::default(),
             defaults: Defaults::default(),
+            registration: Registration::default(),
             no_proxy: "localhost,127.0.0.1,::1,.svc,.cluster.local".into(),
             grace_period_margin: defaults::GRACE_PERIOD_MARGIN,
             strict_grace_period: false,
@@ -322,7 +329,7 @@ impl InjectConfig {
         if self.run_as_user <= 0 {
             return Err(invalid("runAsUser", &self.run_as_user, "a non-root user id (1 or more)"));
         }
-        Ok(())
+        self.registration.validate()
     }
 }
 
@@ -351,7 +358,8 @@ mod tests {
              nativeSidecar: false\nresources: {requests: {cpu: 10m}}\nports: {inbound: 1, outbound: 2, admin: 3}\n\
              defaults: {registerDelay: 2s, warmup: 1m, drainMin: 10s, drainQuiet: 2s, drainTimeout: 1m, httpProxy: true}\n\
              noProxy: localhost\ngracePeriodMargin: 10s\nstrictGracePeriod: true\nfailClosed: true\n\
-             excludeNamespaces: [infra]\nrunAsUser: 1000\n",
+             excludeNamespaces: [infra]\nrunAsUser: 1000\n\
+             registration: {nacosWeight: fixed, nacosWeightScale: 100, symbolMetadata: [lane], cluster: zone-a}\n",
         )
         .unwrap();
         assert_eq!(c.image, "example/berth:1");
@@ -360,6 +368,9 @@ mod tests {
         assert_eq!(c.defaults.drain_timeout, Duration::from_secs(60));
         assert_eq!(c.exclude_namespaces, ["infra"]);
         assert_eq!(c.resources.requests.unwrap()["cpu"], Quantity("10m".into()));
+        let r = c.registration;
+        assert_eq!((r.nacos_weight.as_str(), r.nacos_weight_scale), ("fixed", 100.0));
+        assert_eq!((r.symbol_metadata, r.cluster.as_str()), (vec!["lane".to_owned()], "zone-a"));
     }
 
     #[test]
@@ -387,6 +398,8 @@ mod tests {
             ("registrySecret: {name: Nacos_Creds, key: url}\n", "registrySecret.name"),
             ("registrySecret: {name: nacos, key: 'a/b'}\n", "registrySecret.key"),
             ("registrySecret: {name: nacos}\n", "missing field `key`"),
+            ("registration: {nacosWeightScale: 0}\n", "registration.nacosWeightScale"),
+            ("registration: {weight: 2}\n", "unknown field `weight`"),
         ] {
             let err = load(text).unwrap_err().to_string();
             assert!(err.contains(expect) && err.contains("injector.yaml"), "{text:?}: {err}");

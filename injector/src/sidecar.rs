@@ -142,9 +142,8 @@ pub fn container(settings: &PodSettings, config: &InjectConfig, token: &DrainTok
     } else if let Some(registry) = &config.registry {
         vars.push(env("BERTH_REGISTRY", registry.clone()));
     }
-    if let Some(cluster) = &settings.cluster {
-        vars.push(env("BERTH_CLUSTER", cluster.clone()));
-    }
+    // Only what differs from the sidecar's defaults; the pod's berth.io/cluster wins.
+    vars.extend(config.registration.env(settings.cluster.as_deref()));
     if let Some(version) = &settings.app_version {
         vars.push(env("BERTH_APP_VERSION", version.clone()));
     }

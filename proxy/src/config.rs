@@ -17,6 +17,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser};
 mod file;
 mod no_echo;
 mod outbound;
+mod serve;
 
 pub use berth_core::check::{AppHealth, Check};
 /// Exit code for bad configuration (EX_USAGE), as for every berth program.
@@ -24,6 +25,7 @@ pub use berth_core::options::EXIT_CONFIG;
 pub use berth_core::options::{duration, service_name};
 pub use no_echo::{NoEcho, password_of};
 pub use outbound::OutboundArgs;
+pub use serve::{Advertise, NoAdvertise, ServeArgs};
 
 /// `berth proxy`: the sidecar beside an app.
 #[derive(Debug, Clone, Args)]
@@ -134,32 +136,9 @@ pub struct ProxyArgs {
     )]
     pub inbound: SocketAddr,
 
-    /// Where the sidecar answers probes, metrics and drain requests.
-    #[arg(
-        long,
-        help_heading = "Listeners and registry",
-        env = "BERTH_ADMIN",
-        value_name = "ADDR",
-        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::ADMIN_PORT))
-    )]
-    pub admin: SocketAddr,
-
-    /// The ip:port put in the registry (default: $POD_IP and the inbound port; 127.0.0.1 when
-    /// POD_IP is unset and the inbound address is unspecified).
-    #[arg(long, help_heading = "Listeners and registry", env = "BERTH_ADVERTISE", value_name = "IP:PORT")]
-    pub advertise: Option<SocketAddr>,
-
-    /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
-    /// or `dir:///path` (default: a directory under the user's data directory).
-    #[arg(
-        long,
-        help_heading = "Listeners and registry",
-        env = "BERTH_REGISTRY",
-        value_name = "URL",
-        hide_env_values = true,
-        value_parser = NoEcho::<RegistryUrl>::new()
-    )]
-    pub registry: Option<RegistryUrl>,
+    /// `--admin`, `--advertise` and `--registry`, as the gateway shares them.
+    #[command(flatten)]
+    pub serve: ServeArgs<Advertise>,
 
     /// How long the app must stay healthy before it is registered.
     #[arg(long, help_heading = "Lifecycle", env = "BERTH_REGISTER_DELAY", value_name = "DURATION", default_value = defaults::REGISTER_DELAY_TEXT, value_parser = duration)]
@@ -240,7 +219,7 @@ pub struct ProxyArgs {
         help_heading = "Registration",
         env = "BERTH_NACOS_WEIGHT",
         value_name = "MODE",
-        default_value = "policy"
+        default_value = defaults::NACOS_WEIGHT
     )]
     pub nacos_weight: NacosWeight,
 
@@ -252,14 +231,14 @@ pub struct ProxyArgs {
         help_heading = "Registration",
         env = "BERTH_NACOS_WEIGHT_SCALE",
         value_name = "WEIGHT",
-        default_value = "1"
+        default_value = defaults::NACOS_WEIGHT_SCALE_TEXT
     )]
     pub nacos_weight_scale: f64,
 
     /// Metadata keys the symbol is also registered under, for clients without a sidecar:
     /// `version` (Spring Cloud Alibaba's label routing), `hint` (Spring Cloud LoadBalancer's
     /// `X-SC-LB-Hint`). Comma-separated; empty for none.
-    #[arg(long, help_heading = "Registration", env = "BERTH_SYMBOL_METADATA", value_name = "KEYS", value_delimiter = ',', default_value = "version,hint", value_parser = alias_key)]
+    #[arg(long, help_heading = "Registration", env = "BERTH_SYMBOL_METADATA", value_name = "KEYS", value_delimiter = ',', default_value = defaults::SYMBOL_METADATA_TEXT, value_parser = alias_key)]
     pub symbol_metadata: Vec<String>,
 
     /// The Nacos cluster the instance registers in (Spring Cloud Alibaba's consumers prefer
@@ -424,13 +403,13 @@ impl ProxyArgs {
         })?;
         let app = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
         if self.inbound.port() != 0
-            && self.inbound.port() == self.admin.port()
-            && overlaps(self.inbound.ip(), self.admin.ip())
+            && self.inbound.port() == self.serve.admin.port()
+            && overlaps(self.inbound.ip(), self.serve.admin.ip())
         {
-            return Err(ConfigError::invalid("--admin", self.admin, "must not use the inbound port"));
+            return Err(ConfigError::invalid("--admin", self.serve.admin, "must not use the inbound port"));
         }
         for (option, addr) in
-            [("--inbound", self.inbound), ("--admin", self.admin), ("--outbound", self.outbound)]
+            [("--inbound", self.inbound), ("--admin", self.serve.admin), ("--outbound", self.outbound)]
         {
             if addr.port() == app_port && overlaps(addr.ip(), app.ip()) {
                 return Err(ConfigError::invalid(
@@ -440,12 +419,12 @@ impl ProxyArgs {
                 ));
             }
         }
-        for (a, b) in [(self.outbound, self.inbound), (self.outbound, self.admin)] {
+        for (a, b) in [(self.outbound, self.inbound), (self.outbound, self.serve.admin)] {
             if a.port() != 0 && a.port() == b.port() && overlaps(a.ip(), b.ip()) {
                 return Err(ConfigError::invalid("--outbound", a, "must not use the inbound or admin port"));
             }
         }
-        let advertise = advertise(self.advertise, self.inbound)?;
+        let advertise = advertise(self.serve.advertise.addr, self.inbound)?;
         let timing = Timing {
             register_delay: self.register_delay,
             warmup: self.warmup,
@@ -513,9 +492,9 @@ impl ProxyArgs {
                 unhealthy_threshold: self.unhealthy_threshold,
             },
             inbound: self.inbound,
-            admin: self.admin,
+            admin: self.serve.admin,
             advertise,
-            registry: self.registry.unwrap_or_else(RegistryUrl::default_dir),
+            registry: self.serve.registry.unwrap_or_else(RegistryUrl::default_dir),
             timing,
             drain_token: self.drain_token.map(DrainToken),
             outbound: self.outbound,

@@ -349,7 +349,14 @@ impl Endpoint {
     /// Starts a request: counted in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { endpoint: self.clone(), started: Instant::now(), answered: false }
+        InFlight { endpoint: self.clone(), started: Some(Instant::now()), answered: false }
+    }
+
+    /// A request counted in flight but not timed: for the app behind the inbound side, which
+    /// is never balanced by its latency (two clock reads and an EWMA update fewer a request).
+    pub fn start_untimed(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { endpoint: self.clone(), started: None, answered: false }
     }
 
     /// A connection: a pooled one if one is ready, else a new one.
@@ -497,7 +504,8 @@ fn connection_failed(endpoint: &Weak<Endpoint>, e: &hyper::Error) {
 #[derive(Debug)]
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
-    started: Instant,
+    /// When it was sent, if it is timed ([`Endpoint::start_untimed`]).
+    started: Option<Instant>,
     answered: bool,
 }
 
@@ -505,8 +513,9 @@ impl InFlight {
     /// The response headers arrived: feed the latency estimates.
     pub fn answered(&mut self) {
         self.answered = true;
+        let Some(started) = self.started else { return };
         let now = Instant::now();
-        let latency = now.saturating_duration_since(self.started);
+        let latency = now.saturating_duration_since(started);
         self.endpoint.observe(latency, clock_ms_at(now), false);
         if let Some(service) = &self.endpoint.settings.service_latency {
             service.observe(latency);
@@ -518,9 +527,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         // Given up on before any answer (a hedge won, the client left): at least this slow.
-        if !self.answered {
+        if let Some(started) = self.started.filter(|_| !self.answered) {
             let now = Instant::now();
-            self.endpoint.observe(now.saturating_duration_since(self.started), clock_ms_at(now), true);
+            self.endpoint.observe(now.saturating_duration_since(started), clock_ms_at(now), true);
         }
     }
 }

@@ -53,14 +53,22 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Appends `client` (an IP address as a header value) to `x-forwarded-for` and sets
 /// `x-forwarded-proto` if absent.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => {
-            HeaderValue::try_from(format!("{prior}, {}", client.to_str().unwrap_or_default())).ok()
+    // One lookup per name (each hashes it): most requests carry neither field.
+    match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(client.clone());
         }
-        _ => Some(client.clone()),
-    };
-    if let Some(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+        http::header::Entry::Occupied(mut e) => {
+            let joined = match e.get().to_str() {
+                Ok(prior) if !prior.trim().is_empty() => {
+                    HeaderValue::try_from(format!("{prior}, {}", client.to_str().unwrap_or_default())).ok()
+                }
+                _ => Some(client.clone()),
+            };
+            if let Some(v) = joined {
+                e.insert(v);
+            }
+        }
     }
     headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
 }

@@ -14,20 +14,29 @@ mod connections;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-pub use self::connections::{Connection, Connections};
+pub use self::connections::{Active, Connection, Connections};
 
 /// The first pause after a failed accept (out of file descriptors and the like); it doubles
 /// up to [`MAX_ACCEPT_BACKOFF`] while accepts keep failing, so a full table is not spun on.
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long the request listeners keep an HTTP/1.1 connection that starts no request (idle
+/// keep-alive, or a request head that never ends) — what hyper's header-read timeout gave them
+/// before ([`Connections::closing_idle`]).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counts one open connection in a gauge for as long as it lives: a drop guard, so a
 /// connection whose task is cancelled is counted out too.
@@ -73,11 +82,24 @@ where
     // the channel to close.
     let (alive, token) = watch::channel(());
     let mut backoff = FIRST_ACCEPT_BACKOFF;
+    let mut sweep = connections.sweep_every().map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
+            () = async {
+                if let Some(ticks) = sweep.as_mut() {
+                    ticks.tick().await;
+                }
+            }, if sweep.is_some() => {
+                connections.sweep();
+                continue;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -88,13 +110,9 @@ where
                 let conn = connection(stream, peer, member.conn.clone());
                 let token = token.clone();
                 let span = tracing::debug_span!("conn", listener = name, peer = %peer);
-                tokio::spawn(
-                    async move {
-                        conn.await;
-                        drop((member, token));
-                    }
-                    .instrument(span),
-                );
+                // `map`, not an async block awaiting `conn`: that would hold the connection's
+                // future twice (the captured value and the awaited one) in every task.
+                tokio::spawn(conn.map(move |()| drop((member, token))).instrument(span));
             }
             Err(e) => {
                 tracing::warn!(listener = name, error = %e, pause = ?backoff, "accept failed");
@@ -117,27 +135,67 @@ where
     Stopped { abandoned }
 }
 
+/// The HTTP server settings of the request listeners (inbound, outbound, the gateway), made
+/// once: every connection borrows them instead of building its own. No header-read timer per
+/// request: the listeners' idle sweep closes what it would ([`Connections::closing_idle`]).
+pub fn requests_builder() -> &'static auto::Builder<TokioExecutor> {
+    static BUILDER: std::sync::OnceLock<auto::Builder<TokioExecutor>> = std::sync::OnceLock::new();
+    BUILDER.get_or_init(|| {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
+        builder.http2().timer(TokioTimer::new());
+        builder
+    })
+}
+
 /// Drives one HTTP connection to its end, shutting it down gracefully once `this` is asked to
-/// close.
-pub async fn http<C>(conn: C, this: &Connection)
+/// close, and dropping it if it is asked to end now. A named future rather than an `async fn`,
+/// so that the connection is held once, in place (an `async fn` keeps its argument and the
+/// pinned copy both: every connection's task would carry the hyper connection twice).
+pub fn http<C>(conn: C, this: &Connection) -> Serving<'_, C>
 where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    tokio::pin!(conn);
-    let mut closing = false;
-    // One check of an atomic per wake: the connection's own I/O wakes it far more often than
-    // anything asks it to close.
-    let result = std::future::poll_fn(|cx| {
-        if !closing && this.poll_close(cx) {
-            conn.as_mut().graceful_shutdown();
-            closing = true;
+    Serving { conn, this, closing: false }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP connection being served ([`http`]).
+    pub struct Serving<'a, C> {
+        #[pin]
+        conn: C,
+        this: &'a Connection,
+        closing: bool,
+    }
+}
+
+impl<C> Future for Serving<'_, C>
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut me = self.project();
+        // One check of an atomic per wake: the connection's own I/O wakes it far more often
+        // than anything asks it to close.
+        match me.this.poll_state(cx) {
+            connections::ABORT => {
+                tracing::debug!("connection dropped: it stayed idle after it was asked to close");
+                return Poll::Ready(());
+            }
+            connections::CLOSE if !*me.closing => {
+                me.conn.as_mut().graceful_shutdown();
+                *me.closing = true;
+            }
+            _ => {}
         }
-        conn.as_mut().poll(cx)
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+        if let Err(e) = std::task::ready!(me.conn.poll(cx)) {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        Poll::Ready(())
     }
 }
 

@@ -14,9 +14,10 @@ use http_body::{Frame, SizeHint};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::time::Instant;
 
-use crate::body::{self, Body, BoxError, HttpResponse};
+use crate::body::{Body, BoxError, HttpResponse};
 use crate::drain::{Drain, InFlight};
 use crate::metrics::{Metrics, STATUS_CLASSES, class_index};
+use crate::serve::{Active, Connection};
 
 /// Wraps a service with request tracking for `direction` (`inbound` or `outbound`).
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct Track<S> {
     inner: S,
     handles: Arc<Handles>,
     drain: Option<Arc<Drain>>,
+    /// The connection its requests are counted on, for the listener's idle sweep.
+    conn: Option<Arc<Connection>>,
 }
 
 /// The metrics one direction updates, looked up once rather than on every request.
@@ -59,7 +62,13 @@ impl Tracking {
 
     /// Tracks `inner`.
     pub fn wrap<S>(&self, inner: S) -> Track<S> {
-        Track { inner, handles: self.handles.clone(), drain: self.drain.clone() }
+        Track { inner, handles: self.handles.clone(), drain: self.drain.clone(), conn: None }
+    }
+
+    /// Tracks `inner` serving `conn`: each request also counts as activity on the connection
+    /// until its response body ends ([`Connection::start`]).
+    pub fn wrap_on<S>(&self, inner: S, conn: &Arc<Connection>) -> Track<S> {
+        Track { conn: Some(conn.clone()), ..self.wrap(inner) }
     }
 }
 
@@ -76,6 +85,7 @@ impl<S> Track<S> {
 struct Guard {
     gauge: IntGauge,
     _drain: Option<InFlight>,
+    _active: Option<Active>,
 }
 
 impl Drop for Guard {
@@ -89,7 +99,7 @@ where
     S: tower::Service<Request<B>, Response = HttpResponse, Error = Infallible> + Send,
     S::Future: Send + 'static,
 {
-    type Response = HttpResponse;
+    type Response = http::Response<Guarded>;
     type Error = Infallible;
     type Future = Tracked<S::Future>;
 
@@ -108,7 +118,11 @@ where
         self.handles.in_flight.inc();
         // Made before the inner call: a request whose future is dropped unpolled (its client
         // hung up) is counted out all the same.
-        let guard = Guard { gauge: self.handles.in_flight.clone(), _drain: drain_guard };
+        let guard = Guard {
+            gauge: self.handles.in_flight.clone(),
+            _drain: drain_guard,
+            _active: self.conn.as_ref().map(Connection::start),
+        };
         Tracked { inner: self.inner.call(req), start, handles: self.handles.clone(), guard: Some(guard) }
     }
 }
@@ -128,26 +142,27 @@ impl<F> Future for Tracked<F>
 where
     F: Future<Output = Result<HttpResponse, Infallible>>,
 {
-    type Output = Result<HttpResponse, Infallible>;
+    type Output = Result<http::Response<Guarded>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = std::task::ready!(this.inner.poll(cx))?;
         this.handles.duration.observe(this.start.elapsed().as_secs_f64());
         this.handles.by_class[class_index(resp.status())].inc();
-        Poll::Ready(Ok(match this.guard.take() {
-            Some(guard) => resp.map(|b| body::boxed(Guarded { inner: b, _guard: guard })),
-            None => resp,
-        }))
+        // Not boxed again: the body is already one box, and this wrapper is the response's
+        // type (one allocation fewer per request).
+        let guard = this.guard.take();
+        Poll::Ready(Ok(resp.map(|b| Guarded { inner: b, _guard: guard })))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A body that holds a guard until it is dropped (after its last frame, or abandoned).
-    struct Guarded {
+    /// A response body that holds its request's guard until it is dropped (after its last
+    /// frame, or abandoned).
+    pub struct Guarded {
         #[pin]
         inner: Body,
-        _guard: Guard,
+        _guard: Option<Guard>,
     }
 }
 
@@ -168,5 +183,33 @@ impl http_body::Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::{Service, ServiceExt};
+
+    use super::*;
+    use crate::body;
+
+    #[tokio::test]
+    async fn a_request_is_active_on_its_connection_until_its_body_ends() {
+        let conn = Arc::new(Connection::default());
+        let app = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(body::full("x")))
+        });
+        let mut track = Tracking::new("inbound", &Metrics::new(), None).wrap_on(app, &conn);
+        assert!(!conn.is_active());
+        let resp = track.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        assert!(conn.is_active(), "answered, but its body has not ended");
+        drop(resp);
+        assert!(!conn.is_active(), "the body is gone");
+        // Without a connection nothing is counted on one.
+        let app = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(body::empty()))
+        });
+        let resp = Tracking::new("inbound", &Metrics::new(), None).wrap(app).call(Request::new(())).await;
+        assert!(resp.is_ok() && !conn.is_active());
     }
 }

@@ -39,11 +39,11 @@ use std::time::Duration;
 use berth_core::Symbol;
 use berth_core::policy::CompiledPolicy;
 
-use crate::outbound::balance::{MIN_WARMUP_FACTOR, Snapshot};
+use crate::outbound::balance::Snapshot;
 use crate::outbound::discovery::Service;
 
 /// The largest weight Nacos accepts.
-pub const MAX_WEIGHT: f64 = 10_000.0;
+pub const MAX_WEIGHT: f64 = berth_core::instance::MAX_WEIGHT;
 /// At most one re-registration per interval.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Relative changes below this are not worth a push (to or from 0 always is).
@@ -188,13 +188,7 @@ impl Keeper {
     /// The warm-up factor by age alone (for an instance the view does not list yet).
     fn ramp(&self, started_at: u64, now_ms: u64) -> f64 {
         let window = u64::try_from(self.warmup.as_millis()).unwrap_or(u64::MAX);
-        let age = now_ms.saturating_sub(started_at);
-        if window == 0 || age >= window {
-            return 1.0;
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let f = age as f64 / window as f64;
-        f.max(MIN_WARMUP_FACTOR)
+        berth_core::warmup::factor(Some(started_at), window, now_ms)
     }
 }
 

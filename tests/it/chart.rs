@@ -79,6 +79,8 @@ fn chart_lints_strictly_with_every_values_file() {
         &["ci/cert-manager-values.yaml"],
         &["ci/registry-secret-values.yaml"],
         &["ci/gateway-values.yaml"],
+        &["ci/registration-values.yaml"],
+        &["ci/network-policy-values.yaml"],
     ] {
         let mut cmd = helm();
         cmd.args(["lint", "--strict", CHART]);
@@ -98,6 +100,12 @@ fn chart_lints_strictly_with_every_values_file() {
         ("sidecar.registrySecret.name=Nacos_Credentials", "/sidecar/registrySecret/name"),
         ("sidecar.registrySecret.key=a/b", "/sidecar/registrySecret/key"),
         ("sidecar.ports.admin=0", "/sidecar/ports/admin"),
+        ("sidecar.registration.nacosWeight=random", "/sidecar/registration/nacosWeight"),
+        ("sidecar.registration.nacosWeightScale=0", "/sidecar/registration/nacosWeightScale"),
+        ("sidecar.registration.nacosWeightScale=20000", "/sidecar/registration/nacosWeightScale"),
+        ("sidecar.registration.symbolMetadata={berth.symbol}", "/sidecar/registration/symbolMetadata/0"),
+        ("sidecar.registration.cluster=zone_a", "/sidecar/registration/cluster"),
+        ("networkPolicy.namespaces={Shop}", "/networkPolicy/namespaces/0"),
     ] {
         let out = helm().args(["template", "berth", CHART, "--set", bad]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -223,7 +231,7 @@ fn chart_readme_documents_every_value() {
 /// Starts the injector with the certificate, key and configuration `helm template` renders with
 /// `values`, calls it as the webhook configuration says, and returns the patched pod and the
 /// render.
-async fn injected_by_the_rendered_chart(values: &[&str]) -> (Value, String) {
+pub(crate) async fn injected_by_the_rendered_chart(values: &[&str]) -> (Value, String) {
     let yaml = template(values);
     let all = objects(&yaml);
     let webhook = &all.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap()["webhooks"][0];
@@ -338,4 +346,10 @@ fn chart_values_default_to_what_the_sidecar_and_injector_default_to() {
     assert_eq!(sidecar["strictGracePeriod"], injector.strict_grace_period);
     assert_eq!(sidecar["httpProxy"], injector.defaults.http_proxy);
     assert_eq!(sidecar["pullPolicy"], injector.image_pull_policy.as_str());
+    let registration = &sidecar["registration"];
+    assert_eq!(registration["nacosWeight"], defaults::NACOS_WEIGHT);
+    assert_eq!(registration["nacosWeightScale"], defaults::NACOS_WEIGHT_SCALE);
+    assert_eq!(registration["symbolMetadata"], serde_json::json!(defaults::SYMBOL_METADATA));
+    assert_eq!(registration["cluster"], berth_core::instance::DEFAULT_CLUSTER);
+    assert_eq!(injector.registration, berth_injector::config::Registration::default());
 }

@@ -55,7 +55,11 @@ async fn ctl_runs_a_canary_from_10_percent_to_promoted() {
     assert_eq!(in_nacos(&nacos).await.rules[0].name.as_deref(), Some("beta"));
     let inline = admin.ctl(
         Some(BOB),
-        &["rules", "users", r#"[{"match":[{"cookie":"group","prefix":"qa-"}],"symbol":"canary"}]"#],
+        &[
+            "rules",
+            "users",
+            r#"[{"match":[{"cookie":"group","prefix":"qa-"}],"symbol":"canary","lane":true}]"#,
+        ],
     );
     assert_eq!(inline.code, 0, "{inline:?}");
     let fifty = admin.ctl(Some(ALICE), &["--if-version", "3", "weights", "users", "stable=50", "canary=50"]);
@@ -65,7 +69,7 @@ async fn ctl_runs_a_canary_from_10_percent_to_promoted() {
     assert_eq!(show.code, 0, "{show:?}");
     assert!(show.stdout.starts_with("users: 2 instance(s), policy version 4 (registry)"), "{show:?}");
     assert!(show.stdout.contains("weights canary=50 stable=50"), "{show:?}");
-    assert!(show.stdout.contains("rule 0: cookie group ^= qa- → canary"), "{show:?}");
+    assert!(show.stdout.contains("rule 0: cookie group ^= qa- → canary (lane)\n"), "{show:?}");
     assert!(show.stdout.contains(&canary.inbound.to_string()) && show.stdout.contains("warming"), "{show:?}");
 
     let json = admin.ctl(Some(VIEWER), &["show", "users", "-o", "json"]);

@@ -11,10 +11,10 @@ use crate::support::{App, Sidecar, client, dir_registry, eventually};
 const T: Duration = Duration::from_secs(15);
 
 /// HTTP/2 frame types (RFC 9113 §6).
-const HEADERS: u8 = 0x1;
-const SETTINGS: u8 = 0x4;
+pub(crate) const HEADERS: u8 = 0x1;
+pub(crate) const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
+pub(crate) const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
 
 async fn serving(service: &str, extra: &[&str]) -> (App, Sidecar, tempfile::TempDir) {
@@ -25,7 +25,7 @@ async fn serving(service: &str, extra: &[&str]) -> (App, Sidecar, tempfile::Temp
     (app, sidecar, dir)
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
     let mut out = vec![len[1], len[2], len[3], kind, flags];
     out.extend_from_slice(&stream.to_be_bytes());
@@ -45,7 +45,7 @@ async fn read_frame(s: &mut TcpStream) -> (u8, u8, u32, Vec<u8>) {
 }
 
 /// Reads frames, acknowledging SETTINGS and PINGs, until one of type `want` arrives.
-async fn until_frame(s: &mut TcpStream, want: u8) -> (u8, u32, Vec<u8>) {
+pub(crate) async fn until_frame(s: &mut TcpStream, want: u8) -> (u8, u32, Vec<u8>) {
     loop {
         let (kind, flags, stream, payload) = read_frame(s).await;
         if kind == want {

@@ -53,10 +53,10 @@ fn signal_quietly(pid: u32, sig: &str) {
 
 /// Processes frozen with SIGSTOP, resumed (SIGCONT) when this drops, even on a panic, so that
 /// they can be killed and reaped.
-struct Frozen(Vec<u32>);
+pub(crate) struct Frozen(Vec<u32>);
 
 impl Frozen {
-    fn freeze(procs: &[&Proc]) -> Frozen {
+    pub(crate) fn freeze(procs: &[&Proc]) -> Frozen {
         for p in procs {
             p.signal("STOP");
         }
@@ -74,14 +74,14 @@ impl Drop for Frozen {
 
 /// What a closed-loop load saw.
 #[derive(Debug, Default)]
-struct Tally {
-    by_app: HashMap<String, usize>,
-    failures: Vec<String>,
-    slowest: Duration,
+pub(crate) struct Tally {
+    pub(crate) by_app: HashMap<String, usize>,
+    pub(crate) failures: Vec<String>,
+    pub(crate) slowest: Duration,
 }
 
 /// `clients` closed-loop clients GETting `url` through `proxy` until `until`.
-fn load(
+pub(crate) fn load(
     proxy: &reqwest::Client,
     url: &str,
     clients: usize,

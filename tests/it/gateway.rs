@@ -253,7 +253,9 @@ fn failures(tally: &HashMap<String, usize>) -> usize {
 }
 
 /// Every instance of a service behind the gateway is replaced, one after another, under load:
-/// the gateway stops sending to each as it drains, and not one request fails.
+/// the gateway stops sending to each as it drains, and not one request fails. (The providers'
+/// drains carry this one on their own; what only the gateway's failover saves is in
+/// `gateway_faults.rs`.)
 #[tokio::test]
 async fn a_rolling_restart_behind_the_gateway_loses_no_request() {
     let nacos = Rnacos::start().await;

@@ -6,6 +6,7 @@
 
 mod admin;
 mod chart;
+mod chart_sidecar;
 mod cluster;
 mod config;
 mod consumer;
@@ -15,6 +16,7 @@ mod drain_wire;
 mod faults_inbound;
 mod faults_outbound;
 mod gateway;
+mod gateway_faults;
 mod grpc;
 mod image;
 mod injector;

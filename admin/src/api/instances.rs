@@ -29,7 +29,8 @@ pub struct InstanceView {
     pub state: &'static str,
     /// Whether the registry lists it (a draining instance has left the registry).
     pub registered: bool,
-    /// While warming: how far its share has ramped up, 0 to 1 (age over its warm-up).
+    /// While warming: how far into its warm-up it is, 0 to 1 (age over its warm-up; whether its
+    /// share is ramped now is `effective_weight`'s to say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_progress: Option<f64>,
     /// How many consumer sidecars see it in each state (`serving`, `ejected`…).
@@ -40,7 +41,8 @@ pub struct InstanceView {
     /// The weight berth's consumers balance it by: the registry's, or 1 when the registry's
     /// weight is its policy share kept for consumers without a sidecar (`berth.weight: policy`).
     pub weight: f64,
-    /// That weight times the warm-up factor, as consumers ramp it now.
+    /// That weight times the warm-up factor, as consumers ramp it now (not while most of the
+    /// service is warming: then they skip the ramp).
     pub effective_weight: f64,
     /// The registry's weight: what Nacos clients without a sidecar split by.
     pub nacos_weight: f64,
@@ -56,13 +58,6 @@ pub fn symbol_of(policy: &CompiledPolicy, i: &Instance) -> (Symbol, bool) {
         Some(s) => (s.clone(), true),
         None => (i.symbol().unwrap_or_default(), false),
     }
-}
-
-/// How far a warming instance's share has ramped, as consumers ramp it (from
-/// [`berth_core::instance::MIN_WARMUP_FACTOR`] to 1).
-#[allow(clippy::cast_precision_loss)]
-fn ramp(age_ms: u64, warmup_ms: u64) -> f64 {
-    (age_ms as f64 / warmup_ms.max(1) as f64).clamp(berth_core::instance::MIN_WARMUP_FACTOR, 1.0)
 }
 
 /// The state from the registry's flags and the warm-up, then from consumers' views.
@@ -85,17 +80,21 @@ fn state(i: &Instance, warming: bool, seen: &BTreeMap<String, usize>) -> &'stati
     }
 }
 
-fn view(
-    policy: &CompiledPolicy,
-    i: &Instance,
+/// How the service's consumers ramp its instances now: the default warm-up window, and whether
+/// the ramp applies at all ([`berth_core::warmup::applies`]: not while most of it is warming).
+#[derive(Clone, Copy, Debug)]
+struct Ramp {
+    window: Duration,
+    applies: bool,
     now_ms: u64,
-    warmup: Duration,
-    seen: BTreeMap<String, usize>,
-) -> InstanceView {
+}
+
+fn view(policy: &CompiledPolicy, i: &Instance, ramp: Ramp, seen: BTreeMap<String, usize>) -> InstanceView {
     let (symbol, overridden) = symbol_of(policy, i);
+    let now_ms = ramp.now_ms;
     let age_ms = i.started_at().map(|t| now_ms.saturating_sub(t));
-    let warmup_ms = u64::try_from(i.warmup().unwrap_or(warmup).as_millis()).unwrap_or(u64::MAX);
-    let warming = age_ms.is_some_and(|a| a < warmup_ms);
+    let warmup_ms = berth_core::warmup::window_ms(i, ramp.window);
+    let warming = berth_core::warmup::is_warming(i.started_at(), warmup_ms, now_ms);
     let state = state(i, warming, &seen);
     InstanceView {
         address: i.addr,
@@ -107,8 +106,11 @@ fn view(
         seen_by_consumers: seen,
         age_seconds: age_ms.map(|a| a / 1000),
         weight: i.balance_weight(),
+        // As the sidecars balance: ramped only while warming and while the ramp applies.
         effective_weight: match state {
-            "warming" => i.balance_weight() * ramp(age_ms.unwrap_or(0), warmup_ms),
+            "warming" if ramp.applies => {
+                i.balance_weight() * berth_core::warmup::factor(i.started_at(), warmup_ms, now_ms)
+            }
             _ => i.balance_weight(),
         },
         nacos_weight: i.weight,
@@ -128,6 +130,8 @@ pub fn by_symbol(
     warmup: Duration,
 ) -> BTreeMap<Symbol, Vec<InstanceView>> {
     let now = berth_core::now_millis();
+    let ramp =
+        Ramp { window: warmup, applies: berth_core::warmup::applies_to(instances, warmup, now), now_ms: now };
     let mut seen: BTreeMap<SocketAddr, BTreeMap<String, usize>> = BTreeMap::new();
     for (addr, states) in scan.seen_states(service) {
         for s in states {
@@ -136,7 +140,7 @@ pub fn by_symbol(
     }
     let mut symbols: BTreeMap<Symbol, Vec<InstanceView>> = BTreeMap::new();
     for i in instances {
-        let v = view(policy, i, now, warmup, seen.remove(&i.addr).unwrap_or_default());
+        let v = view(policy, i, ramp, seen.remove(&i.addr).unwrap_or_default());
         symbols.entry(v.symbol.clone()).or_default().push(v);
     }
     for (sidecar, state) in departed(scan) {

@@ -87,7 +87,9 @@ fn policy_lines(p: &Value) -> String {
     for (i, rule) in p["rules"].as_array().into_iter().flatten().enumerate() {
         let conditions: Vec<String> = rule["match"].as_array().into_iter().flatten().map(condition).collect();
         let name = rule["name"].as_str().map(|n| format!(" ({n})")).unwrap_or_default();
-        let _ = writeln!(out, "rule {i}{name}: {} → {}", conditions.join(" and "), s(&rule["symbol"]));
+        // A lane rule's symbol travels down the call chain; a plain one picks this hop only.
+        let lane = if rule["lane"].as_bool() == Some(true) { " (lane)" } else { "" };
+        let _ = writeln!(out, "rule {i}{name}: {} → {}{lane}", conditions.join(" and "), s(&rule["symbol"]));
     }
     for (addr, symbol) in p["overrides"].as_object().into_iter().flatten() {
         let _ = writeln!(out, "override {addr} → {}", s(symbol));
@@ -281,7 +283,8 @@ mod tests {
             "service": "users", "instances": 2, "version": 3, "policy_source": "registry",
             "policy": {"schema": 1, "version": 3, "default": "stable", "strict": false,
                 "weights": {"canary": 10, "stable": 90},
-                "rules": [{"name": "beta", "match": [{"header": "x-beta", "exact": "1"}], "symbol": "canary"}]},
+                "rules": [{"name": "beta", "match": [{"header": "x-beta", "exact": "1"}], "symbol": "canary"},
+                    {"match": [{"cookie": "team", "exact": "x"}], "symbol": "feature-x", "lane": true}]},
             "symbols": {
                 "canary": [{"address": "10.0.0.2:15006", "symbol": "canary", "overridden": true, "state": "warming",
                     "age_seconds": 12, "weight": 1.0, "effective_weight": 0.4, "nacos_weight": 0.012,
@@ -293,7 +296,8 @@ mod tests {
         let out = render(&CtlCommand::Show { service: "users".into() }, &answer);
         assert!(out.starts_with("users: 2 instance(s), policy version 3 (registry)\n"), "{out}");
         assert!(out.contains("weights canary=10 stable=90"), "{out}");
-        assert!(out.contains("rule 0 (beta): header x-beta = 1 → canary"), "{out}");
+        assert!(out.contains("rule 0 (beta): header x-beta = 1 → canary\n"), "not a lane: {out}");
+        assert!(out.contains("rule 1: cookie team = x → feature-x (lane)\n"), "{out}");
         assert!(out.contains("AGE   WEIGHT  NACOS  VERSION"), "{out}");
         assert!(
             out.contains("canary (override)  10.0.0.2:15006  warming  12s   0.40    0.01   1.1"),

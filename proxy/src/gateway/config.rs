@@ -1,5 +1,6 @@
 //! `berth gateway`'s options: its two listeners, the registry, the exposed services, its drain,
-//! and the outbound routing options it shares with the sidecar ([`OutboundArgs`]).
+//! and what it shares with the sidecar: the admin listener and the registry ([`ServeArgs`]) and
+//! the outbound routing options ([`OutboundArgs`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -8,12 +9,19 @@ use std::time::Duration;
 use berth_core::registry::RegistryUrl;
 use clap::Args;
 
-use crate::config::{ConfigError, NoEcho, OutboundArgs, Timing, duration, service_name};
+use crate::config::{ConfigError, OutboundArgs, ServeArgs, Timing, duration, service_name};
 
 /// `berth gateway`: the edge entry for traffic from outside the mesh.
 #[derive(Debug, Clone, Args)]
 #[command(
-    about = "Run the edge gateway: outside traffic to exposed services, with berth's routing and a lossless drain"
+    about = "Run the edge gateway: outside traffic to exposed services, with berth's routing and a lossless drain",
+    // The shared options' help is written for the sidecar; the gateway's differs in what it
+    // answers and in the registry having no default.
+    mut_arg("admin", |a| a.help("Where the gateway answers probes and metrics (`/live`, `/ready`, `/metrics`)")),
+    mut_arg("registry", |a| a.help(
+        "The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]` \
+         or `dir:///path` (required)"
+    ))
 )]
 pub struct GatewayArgs {
     /// Where clients outside the mesh connect (HTTP/1.1 and h2c).
@@ -26,27 +34,9 @@ pub struct GatewayArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Where the gateway answers probes and metrics (`/live`, `/ready`, `/metrics`).
-    #[arg(
-        long,
-        help_heading = "Listeners and registry",
-        env = "BERTH_ADMIN",
-        value_name = "ADDR",
-        default_value = "0.0.0.0:15020"
-    )]
-    pub admin: SocketAddr,
-
-    /// The registry: `nacos://[user:password@]host:port[?namespace=NS&group=GROUP&grpc_port=P]`
-    /// or `dir:///path` (required).
-    #[arg(
-        long,
-        help_heading = "Listeners and registry",
-        env = "BERTH_REGISTRY",
-        value_name = "URL",
-        hide_env_values = true,
-        value_parser = NoEcho::<RegistryUrl>::new()
-    )]
-    pub registry: Option<RegistryUrl>,
+    /// `--admin` and `--registry`, defined once with the sidecar's.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 
     /// The services reachable through the gateway, as `/SERVICE/…` and `/SERVICE.SYMBOL/…`.
     /// Nothing else is: without this option every request answers `404 not-exposed`.
@@ -98,14 +88,14 @@ impl GatewayArgs {
     /// Checks what one flag alone cannot, and builds the [`GatewayConfig`].
     pub fn validate(self) -> Result<GatewayConfig, ConfigError> {
         let outbound_settings = self.routing.settings(true)?;
-        let registry = self.registry.ok_or_else(|| ConfigError::Missing {
+        let registry = self.serve.registry.ok_or_else(|| ConfigError::Missing {
             option: "--registry".into(),
             why: "name the registry the exposed services are registered in (flag or BERTH_REGISTRY)".into(),
         })?;
-        if self.listen.port() != 0 && self.listen.port() == self.admin.port() {
+        if self.listen.port() != 0 && self.listen.port() == self.serve.admin.port() {
             return Err(ConfigError::invalid(
                 "--admin",
-                self.admin,
+                self.serve.admin,
                 format!("must not share a port with --listen ({})", self.listen),
             ));
         }
@@ -122,7 +112,7 @@ impl GatewayArgs {
         let exposed: BTreeSet<String> = self.expose.into_iter().collect();
         Ok(GatewayConfig {
             listen: self.listen,
-            admin: self.admin,
+            admin: self.serve.admin,
             registry,
             routes: super::edge::Routes { exposed, by_host: self.route_by_host },
             outbound_settings,

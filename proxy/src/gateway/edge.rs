@@ -54,7 +54,7 @@ impl Routes {
             && let Some(service) = host.and_then(|h| h.split(['.', ':']).next()).filter(|s| self.exposes(s))
         {
             let path = path.parse().map_err(|_| Refusal::NotExposed)?;
-            return Ok(Target { service: service.to_owned(), symbol: None, path, host: service.to_owned() });
+            return Ok(Target { service: service.to_owned(), symbol: None, path, host: None });
         }
         let rest = path.strip_prefix('/').ok_or(Refusal::NotExposed)?;
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -77,7 +77,7 @@ impl Routes {
             r if r.starts_with('?') => format!("/{r}").parse().map_err(|_| Refusal::NotExposed)?,
             r => r.parse().map_err(|_| Refusal::NotExposed)?,
         };
-        Ok(Target { service: service.to_owned(), symbol, path, host: service.to_owned() })
+        Ok(Target { service: service.to_owned(), symbol, path, host: None })
     }
 
     fn exposes(&self, name: &str) -> bool {

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -18,8 +17,6 @@ use crate::drain::Phase;
 use crate::inbound::{Signal, close_on_phases};
 use crate::serve::{self, Connection, Connections, Open, Stopped};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connections may take to finish once the drain is done (they are idle then, unless
 /// the drain was forced).
 const DONE_GRACE: Duration = Duration::from_secs(1);
@@ -30,7 +27,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) -> Stopped {
     let done = async move {
         let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
     };
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::closing_idle(serve::IDLE_TIMEOUT));
     let phases = tokio::spawn(close_on_phases(gateway.drain.subscribe(), connections.clone()));
     let stopped =
         serve::serve("gateway", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
@@ -46,10 +43,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, 
     // As inbound: Signal outermost so the gateway's own refusals carry it too; Track inside it
     // so every request, routed or refused, is counted and held in flight for the drain.
     let edge = Edge::new(gateway.outbound.service(), gateway.routes.clone(), peer);
-    let stack = Signal::new(gateway.tracking.wrap(edge), gateway.drain.clone(), this.clone(), true);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    serve::http(conn, &this).await;
+    let stack = Signal::new(gateway.tracking.wrap_on(edge, &this), gateway.drain.clone(), this.clone(), true);
+    let service = TowerToHyperService::new(stack);
+    serve::http(
+        serve::requests_builder().serve_connection_with_upgrades(TokioIo::new(stream), service),
+        &this,
+    )
+    .await;
 }

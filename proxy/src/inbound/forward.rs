@@ -158,7 +158,7 @@ async fn exchange(
     permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Sent {
     let addr = app.endpoint.addr;
-    let in_flight = app.endpoint.start();
+    let in_flight = app.endpoint.start_untimed();
     let sending = async {
         match conn {
             Conn::H1(mut c) => c.try_send_request(req).await.map(|r| (r, Some(c))),

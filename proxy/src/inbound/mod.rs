@@ -20,8 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,9 +33,6 @@ use crate::drain::{Drain, Phase};
 use crate::metrics::Metrics;
 use crate::serve::{self, Connection, Connections, Open, Stopped};
 use crate::track::Tracking;
-
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every inbound connection shares.
 #[derive(Debug)]
@@ -72,7 +68,7 @@ pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) -> Stopped {
     let done = async move {
         let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
     };
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::closing_idle(serve::IDLE_TIMEOUT));
     let phases = tokio::spawn(close_on_phases(inbound.drain.subscribe(), connections.clone()));
     let stopped =
         serve::serve("inbound", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
@@ -103,11 +99,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, 
     let _open = Open::new(inbound.connections_open.clone());
     // Order: Signal outermost so berth's own error responses carry the signal too; Track
     // inside it so every request, answered by the app or not, is counted and held in flight.
-    let track = inbound.tracking.wrap(inbound.forward.for_peer(peer));
+    let track = inbound.tracking.wrap_on(inbound.forward.for_peer(peer), &this);
     let stack = Signal::new(track, inbound.drain.clone(), this.clone(), inbound.signal).with_peer(peer.ip());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    serve::http(conn, &this).await;
+    let service = TowerToHyperService::new(stack);
+    serve::http(
+        serve::requests_builder().serve_connection_with_upgrades(TokioIo::new(stream), service),
+        &this,
+    )
+    .await;
 }

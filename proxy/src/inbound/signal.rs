@@ -15,7 +15,6 @@ use berth_core::header::{DRAINING, LIFECYCLE as LIFECYCLE_HEADER};
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Version};
 
-use crate::body::HttpResponse;
 use crate::drain::Drain;
 use crate::serve::Connection;
 
@@ -43,11 +42,11 @@ impl<S> Signal<S> {
     }
 }
 
-impl<S, B> tower::Service<Request<B>> for Signal<S>
+impl<S, B, RB> tower::Service<Request<B>> for Signal<S>
 where
-    S: tower::Service<Request<B>, Response = HttpResponse, Error = Infallible>,
+    S: tower::Service<Request<B>, Response = http::Response<RB>, Error = Infallible>,
 {
-    type Response = HttpResponse;
+    type Response = http::Response<RB>;
     type Error = Infallible;
     type Future = Signalled<S::Future>;
 
@@ -90,11 +89,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> Future for Signalled<F>
+impl<F, RB> Future for Signalled<F>
 where
-    F: Future<Output = Result<HttpResponse, Infallible>>,
+    F: Future<Output = Result<http::Response<RB>, Infallible>>,
 {
-    type Output = Result<HttpResponse, Infallible>;
+    type Output = Result<http::Response<RB>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

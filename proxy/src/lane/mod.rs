@@ -31,10 +31,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use berth_core::Symbol;
 use berth_core::policy::{CompiledPolicy, RequestView};
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The baggage entry that carries a lane.
 pub const BAGGAGE_KEY: &str = "berth.symbol";
+/// How many fields [`Lanes::stamp`] may add to a request.
+pub const STAMPED: usize = 2;
 /// The header that pins a request to a symbol and carries its lane.
 pub const SYMBOL: HeaderName = HeaderName::from_static(crate::outbound::SYMBOL_HEADER);
 
@@ -114,13 +117,21 @@ impl Lanes {
     /// (every other baggage member kept).
     pub fn stamp(&self, headers: &mut HeaderMap, lane: &Symbol) {
         let Some((header, only)) = self.values(lane) else { return };
-        if headers.get(&SYMBOL) != Some(&header) {
-            headers.insert(SYMBOL, header);
+        // One lookup per name (each hashes it), whether the field is there or not.
+        match headers.entry(SYMBOL) {
+            Entry::Occupied(mut e) if *e.get() != header => {
+                e.insert(header);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(e) => {
+                e.insert(header);
+            }
         }
-        if headers.contains_key(&baggage::BAGGAGE) {
-            baggage::set(headers, BAGGAGE_KEY, lane.as_str());
-        } else {
-            headers.insert(baggage::BAGGAGE, only);
+        match headers.entry(baggage::BAGGAGE) {
+            Entry::Occupied(_) => baggage::set(headers, BAGGAGE_KEY, lane.as_str()),
+            Entry::Vacant(e) => {
+                e.insert(only);
+            }
         }
     }
 

@@ -33,8 +33,6 @@ use berth_core::{Instance, Symbol};
 
 use crate::endpoint::{Endpoint, PeerSettings, clock_ms};
 
-/// The lowest share a warming instance gets, relative to a warm one.
-pub use berth_core::instance::MIN_WARMUP_FACTOR;
 /// Draws per weighted pick before [`sampled`] gives the choice to the exact path.
 const SAMPLE_DRAWS: usize = 16;
 
@@ -57,14 +55,7 @@ pub struct Entry {
 
 impl Entry {
     fn warmup_factor(&self, now_ms: u64) -> f64 {
-        match self.started_at {
-            Some(s) if self.warmup_ms > 0 && now_ms < s + self.warmup_ms => {
-                #[allow(clippy::cast_precision_loss)]
-                let f = now_ms.saturating_sub(s) as f64 / self.warmup_ms as f64;
-                f.max(MIN_WARMUP_FACTOR)
-            }
-            _ => 1.0,
-        }
+        berth_core::warmup::factor(self.started_at, self.warmup_ms, now_ms)
     }
 }
 
@@ -72,7 +63,8 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub entries: Vec<Entry>,
-    by_symbol: HashMap<Symbol, Group>,
+    /// Fx, not SipHash: looked up on every pick; the symbols come from the registry.
+    by_symbol: rustc_hash::FxHashMap<Symbol, Group>,
     /// When each instance that says when it started ends its warm-up (ms since the epoch),
     /// sorted: how many are warming at a time is a binary search, not a scan.
     warm_ends: Vec<u64>,
@@ -124,14 +116,19 @@ impl Snapshot {
             let weight = i.balance_weight();
             entries.push(Entry { endpoint, symbol, weight, nacos_weight: i.weight, started_at, warmup_ms });
         }
-        let mut by_symbol: HashMap<Symbol, Group> = HashMap::new();
+        let mut by_symbol = rustc_hash::FxHashMap::<Symbol, Group>::default();
         for (n, e) in entries.iter().enumerate() {
             let group = by_symbol.entry(e.symbol.clone()).or_default();
             group.members.push(n);
             group.max_weight = group.max_weight.max(e.weight);
         }
-        let mut warm_ends: Vec<u64> =
-            entries.iter().filter_map(|e| e.started_at.map(|s| s.saturating_add(e.warmup_ms))).collect();
+        // Only instances that warm at all (berth_core::warmup::is_warming), so that the count
+        // agrees with admin's.
+        let mut warm_ends: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.warmup_ms > 0)
+            .filter_map(|e| e.started_at.map(|s| s.saturating_add(e.warmup_ms)))
+            .collect();
         warm_ends.sort_unstable();
         Snapshot { entries, by_symbol, warm_ends, listed: instances.len() }
     }
@@ -146,11 +143,11 @@ impl Snapshot {
         self.entries.iter().find(|e| e.endpoint.addr == addr)
     }
 
-    /// Whether warm-up applies now: some instance is warming, but not most of them.
+    /// Whether warm-up applies now: some instance is warming, but not most of them
+    /// ([`berth_core::warmup::applies`]).
     pub fn warmup_applies(&self, now_ms: u64) -> bool {
         let warm = self.warm_ends.partition_point(|end| *end <= now_ms);
-        let warming = self.warm_ends.len() - warm;
-        warming > 0 && warming * 2 <= self.entries.len()
+        berth_core::warmup::applies(self.warm_ends.len() - warm, self.entries.len())
     }
 
     /// The weight the balancer gives an entry now.

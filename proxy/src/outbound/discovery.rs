@@ -5,7 +5,6 @@
 //! [`Snapshot`] through `arc-swap`, so requests never take a lock. An invalid policy is
 //! rejected — logged, counted, and the last good one kept.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,10 +48,16 @@ impl PolicyState {
     }
 }
 
+/// Every followed service by name. Fx, not SipHash: every request looks its service up, and
+/// the names a table holds are bounded ([`MAX_SERVICES`]), so collisions cannot be forced.
+pub type Services = rustc_hash::FxHashMap<String, Arc<Service>>;
+
 /// One followed service.
 #[derive(Debug)]
 pub struct Service {
     pub name: String,
+    /// The name as a `Host` value (made once: requests by path prefix send it every time).
+    pub host: Option<http::HeaderValue>,
     pub snapshot: ArcSwap<Snapshot>,
     pub policy: ArcSwap<PolicyState>,
     /// The service's answer times, for the hedging delay.
@@ -95,7 +100,7 @@ impl Service {
 #[derive(Debug)]
 pub struct Discovery {
     registry: Arc<dyn Registry>,
-    services: ArcSwap<HashMap<String, Arc<Service>>>,
+    services: ArcSwap<Services>,
     adding: Mutex<()>,
     default_warmup_ms: u64,
     metrics: Metrics,
@@ -118,7 +123,7 @@ impl Discovery {
     ) -> Self {
         Discovery {
             registry,
-            services: ArcSwap::from_pointee(HashMap::new()),
+            services: ArcSwap::from_pointee(Services::default()),
             adding: Mutex::new(()),
             default_warmup_ms: u64::try_from(default_warmup.as_millis()).unwrap_or(u64::MAX),
             metrics,
@@ -132,7 +137,7 @@ impl Discovery {
     }
 
     /// Every followed service.
-    pub fn all(&self) -> Arc<HashMap<String, Arc<Service>>> {
+    pub fn all(&self) -> Arc<Services> {
         self.services.load_full()
     }
 
@@ -160,7 +165,7 @@ impl Discovery {
             return Err(DiscoveryError::TooMany(name.to_owned()));
         }
         let service = self.start_following(name);
-        let mut next = HashMap::clone(&current);
+        let mut next = Services::clone(&current);
         next.insert(name.to_owned(), service.clone());
         self.services.store(Arc::new(next));
         Ok(service)
@@ -180,6 +185,7 @@ impl Discovery {
     fn start_following(&self, name: &str) -> Arc<Service> {
         let service = Arc::new(Service {
             name: name.to_owned(),
+            host: http::HeaderValue::from_str(name).ok(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             policy: ArcSwap::from_pointee(PolicyState::default_policy()),
             latency: Arc::default(),

@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
@@ -145,8 +144,9 @@ where
     // The metric handles, looked up once for every connection.
     let tracking = crate::track::Tracking::new("outbound", &metrics, None);
     let open = metrics.connections.with_label_values(&["outbound"]);
-    crate::serve::serve("outbound", listener, stop, STOP_GRACE, Arc::default(), move |stream, _, this| {
-        connection(stream, tracking.wrap(handler.clone()), open.clone(), this)
+    let connections = Arc::new(crate::serve::Connections::closing_idle(crate::serve::IDLE_TIMEOUT));
+    crate::serve::serve("outbound", listener, stop, STOP_GRACE, connections, move |stream, _, this| {
+        connection(stream, tracking.wrap_on(handler.clone(), &this), open.clone(), this)
     })
     .await
 }
@@ -164,9 +164,7 @@ async fn connection<S>(
     S::Future: Send + 'static,
 {
     let _open = crate::serve::Open::new(open);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(stack));
-    crate::serve::http(conn, &this).await;
+    let service = TowerToHyperService::new(stack);
+    let builder = crate::serve::requests_builder();
+    crate::serve::http(builder.serve_connection_with_upgrades(TokioIo::new(stream), service), &this).await;
 }

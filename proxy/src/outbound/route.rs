@@ -85,8 +85,9 @@ pub type Upgrade = Arc<Mutex<Option<OnUpgrade>>>;
 pub struct Prepared {
     pub method: Method,
     pub headers: HeaderMap,
-    /// What the provider sees as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
-    pub host: String,
+    /// What the provider sees as `Host` (HTTP/1.1; also in `headers`) or `:authority`
+    /// (HTTP/2), when it is not the service's name.
+    pub host: Option<String>,
     pub path: PathAndQuery,
     /// Whether the request may be sent twice (its method, or `x-berth-retryable: true`).
     pub idempotent: bool,
@@ -98,26 +99,25 @@ pub struct Prepared {
 
 impl Prepared {
     /// The request for one attempt, in the form the connection speaks.
-    pub fn request(&self, h2: bool, body: Body) -> Result<Request<Body>, Error> {
+    pub fn request(&self, service: &str, h2: bool, body: Body) -> Result<Request<Body>, Error> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = self.headers.clone();
         if h2 {
-            let authority = Authority::try_from(self.host.as_str()).map_err(|_| {
-                Error::BadRequest(format!("{:?} is not a valid authority for HTTP/2", self.host))
-            })?;
+            let host = self.host.as_deref().unwrap_or(service);
+            let authority = Authority::try_from(host)
+                .map_err(|_| Error::BadRequest(format!("{host:?} is not a valid authority for HTTP/2")))?;
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = Some(authority);
             parts.path_and_query = Some(self.path.clone());
             *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::BadRequest(e.to_string()))?;
             *req.version_mut() = Version::HTTP_2;
+            // `:authority` carries it.
+            req.headers_mut().remove(HOST);
         } else {
             *req.uri_mut() = Uri::from(self.path.clone());
             *req.version_mut() = Version::HTTP_11;
-            let host = HeaderValue::from_str(&self.host)
-                .map_err(|_| Error::BadRequest(format!("{:?} is not a valid host", self.host)))?;
-            req.headers_mut().insert(HOST, host);
         }
         Ok(req)
     }
@@ -259,12 +259,24 @@ fn prepare(
     if let Some(p) = protocol {
         upgrade::restore(&mut parts.headers, p);
     }
-    parts.headers.remove(HOST);
+    // The provider's `Host`, set once for every attempt: the app's own value when it named
+    // the target, the service's when the path prefix did.
+    let named = target.host.as_deref().unwrap_or(&service.name);
+    let host = match (parts.headers.remove(HOST), &service.host) {
+        (Some(v), _) if v.as_bytes() == named.as_bytes() => v,
+        (_, Some(v)) if target.host.is_none() => v.clone(),
+        _ => HeaderValue::from_str(named)
+            .map_err(|_| Error::BadRequest(format!("{named:?} is not a valid host")))?,
+    };
     // Rules look at the headers the instance would get; a lane then travels in them.
     let wanted = lanes.resolve(asked, &service.policy.load().compiled, &View(&parts.headers));
+    // Room for what is added below, so that neither this map nor its copy for each attempt
+    // grows (a rehash) on the way.
+    parts.headers.reserve(1 + lane::STAMPED);
     if let Some(lane) = wanted.as_ref().filter(|w| w.is_lane()) {
         lanes.stamp(&mut parts.headers, &lane.symbol);
     }
+    parts.headers.insert(HOST, host);
     let body = if incoming.is_end_stream() || incoming.size_hint().exact() == Some(0) {
         Payload::Empty
     } else {

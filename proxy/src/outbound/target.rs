@@ -14,8 +14,8 @@ pub struct Target {
     pub symbol: Option<Symbol>,
     /// What the provider sees as the request target.
     pub path: PathAndQuery,
-    /// What the provider sees as `Host`.
-    pub host: String,
+    /// What the provider sees as `Host`, when it is not the service's name.
+    pub host: Option<String>,
 }
 
 /// A request that names no service.
@@ -36,20 +36,30 @@ fn is_local(host: &str) -> bool {
         || host.starts_with('[')
 }
 
-fn host_only(authority: &str) -> String {
-    authority.parse::<http::uri::Authority>().map_or_else(|_| authority.to_owned(), |a| a.host().to_owned())
+/// The host of an authority (`user@host:port`, `[v6]:port`), as `http::uri::Authority::host`
+/// gives it, without parsing it into a copy: every request through the outbound port asks.
+fn host_only(authority: &str) -> &str {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if a.starts_with('[') {
+        return a.find(']').map_or(a, |i| &a[..=i]);
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => a,
+    }
 }
 
 /// Resolves the target of a request from its URI and `Host` header.
 pub fn resolve(uri: &Uri, host_header: Option<&str>) -> Result<Target, TargetError> {
-    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let authority = uri.authority().map(|a| a.as_str()).or(host_header).unwrap_or("");
     let host = host_only(authority);
-    if !host.is_empty() && !is_local(&host) {
-        return Ok(Target { service: host.to_owned(), symbol: None, path, host: authority.to_owned() });
+    if !host.is_empty() && !is_local(host) {
+        let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let authority = (authority != host).then(|| authority.to_owned());
+        return Ok(Target { service: host.to_owned(), symbol: None, path, host: authority });
     }
     // /service.symbol/rest
-    let raw = path.as_str();
+    let raw = uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let rest = raw.strip_prefix('/').ok_or(TargetError::NoService)?;
     let (prefix, remainder) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -62,13 +72,13 @@ pub fn resolve(uri: &Uri, host_header: Option<&str>) -> Result<Target, TargetErr
     let symbol: Symbol = symbol
         .parse()
         .map_err(|e: berth_core::symbol::InvalidSymbol| TargetError::BadSymbol(e.to_string()))?;
-    let remainder = match remainder {
-        "" => "/".to_owned(),
-        r if r.starts_with('?') => format!("/{r}"),
-        r => r.to_owned(),
+    let path = match remainder {
+        "" => Ok(PathAndQuery::from_static("/")),
+        r if r.starts_with('?') => PathAndQuery::try_from(format!("/{r}")),
+        r => PathAndQuery::try_from(r),
     };
-    let path = remainder.parse().map_err(|_| TargetError::NoService)?;
-    Ok(Target { service: service.to_owned(), symbol: Some(symbol), path, host: service.to_owned() })
+    let path = path.map_err(|_| TargetError::NoService)?;
+    Ok(Target { service: service.to_owned(), symbol: Some(symbol), path, host: None })
 }
 
 #[cfg(test)]
@@ -84,7 +94,7 @@ mod tests {
         let got = t("http://user-service:8080/users/7?x=1", None).unwrap();
         assert_eq!(got.service, "user-service");
         assert_eq!(got.path, "/users/7?x=1");
-        assert_eq!(got.host, "user-service:8080");
+        assert_eq!(got.host.as_deref(), Some("user-service:8080"));
         assert_eq!(got.symbol, None);
     }
 
@@ -100,10 +110,28 @@ mod tests {
         assert_eq!(got.service, "user-service");
         assert_eq!(got.symbol.unwrap().as_str(), "canary");
         assert_eq!(got.path, "/users/7?x=1");
-        assert_eq!(got.host, "user-service");
+        assert_eq!(got.host, None, "the service's name");
         assert_eq!(t("/svc.stable", Some("localhost")).unwrap().path, "/");
         assert_eq!(t("/svc.stable?a=b", Some("localhost")).unwrap().path, "/?a=b");
         assert_eq!(t("/a.b.stable/x", Some("[::1]:15001")).unwrap().service, "a.b");
+    }
+
+    #[test]
+    fn host_only_is_the_authority_host() {
+        for (authority, host) in [
+            ("svc", "svc"),
+            ("svc:8080", "svc"),
+            ("user:pw@svc:8080", "svc"),
+            ("127.0.0.1:15001", "127.0.0.1"),
+            ("[::1]:15001", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("", ""),
+        ] {
+            assert_eq!(host_only(authority), host, "{authority}");
+            if let Ok(a) = authority.parse::<http::uri::Authority>() {
+                assert_eq!(a.host(), host, "{authority} as http parses it");
+            }
+        }
     }
 
     #[test]

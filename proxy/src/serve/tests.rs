@@ -23,6 +23,12 @@ struct Server {
 }
 
 async fn server(grace: Duration) -> Server {
+    server_of(grace, Connections::default()).await
+}
+
+/// A test server whose connections are `connections` (each request counted on its connection,
+/// as the tracking layer does).
+async fn server_of(grace: Duration, connections: Connections) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = oneshot::channel::<()>();
@@ -32,9 +38,12 @@ async fn server(grace: Duration) -> Server {
     let connection = move |stream: TcpStream, _, this: Arc<Connection>| {
         let (enter, gate) = (enter.clone(), gate.clone());
         async move {
+            let counted = this.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (enter, gate) = (enter.clone(), gate.clone());
+                let active = counted.start();
                 async move {
+                    let _active = active;
                     if req.uri().path() == "/slow" {
                         enter.send(()).unwrap();
                         gate.acquire().await.unwrap().forget();
@@ -50,7 +59,8 @@ async fn server(grace: Duration) -> Server {
     let stop_signal = async {
         let _ = stop_rx.await;
     };
-    let stopped = tokio::spawn(serve("test", listener, stop_signal, grace, Arc::default(), connection));
+    let stopped =
+        tokio::spawn(serve("test", listener, stop_signal, grace, Arc::new(connections), connection));
     Server { addr, stop, stopped, entered, release }
 }
 
@@ -119,4 +129,79 @@ async fn the_grace_period_bounds_the_wait_for_a_stuck_connection() {
         .expect("the grace period ended it");
     // The idle connection closed; the stuck one is left behind.
     assert_eq!(ended.unwrap(), Stopped { abandoned: 1 });
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`; bytes it sends are read
+/// and dropped.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn the_idle_sweep_closes_silent_and_slow_loris_connections_and_keeps_busy_ones() {
+    use tokio::io::AsyncWriteExt;
+    let idle = Duration::from_millis(300);
+    let server = server_of(Duration::from_secs(30), Connections::closing_idle(idle)).await;
+    // Says nothing at all.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // Sends a request head a field at a time, never ending it.
+    let mut loris = TcpStream::connect(server.addr).await.unwrap();
+    loris.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if loris.write_all(format!("x-{i}: 1\r\n").as_bytes()).await.is_err() {
+                return loris;
+            }
+            if i == 100 {
+                return loris;
+            }
+        }
+        loris
+    });
+    // Asks something every 100 ms, for five idle timeouts, on one connection.
+    let (mut busy, _busy_conn) = connect(server.addr).await;
+    for _ in 0..15 {
+        let resp = busy.send_request(get("/")).await.expect("the busy connection is kept");
+        assert!(resp.headers().get("connection").is_none(), "the busy connection was told it closes");
+        resp.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "the silent connection is open");
+    let mut loris =
+        tokio::time::timeout(Duration::from_secs(10), trickle).await.expect("writes ended").unwrap();
+    assert!(closed_within(&mut loris, Duration::from_secs(5)).await, "the slow-loris connection is open");
+    // Then, left alone, the busy one is idle too.
+    tokio::time::timeout(Duration::from_secs(5), _busy_conn)
+        .await
+        .expect("the idle connection closed")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_longer_than_the_idle_timeout_is_answered_and_its_connection_kept() {
+    let idle = Duration::from_millis(200);
+    let mut server = server_of(Duration::from_secs(30), Connections::closing_idle(idle)).await;
+    let (mut send, _conn) = connect(server.addr).await;
+    let slow = tokio::spawn(send.send_request(get("/slow")));
+    server.entered.recv().await.unwrap();
+    // Five idle timeouts with the request in progress: a sweep that ignored it would have
+    // closed the connection and told the response so.
+    tokio::time::sleep(idle * 5).await;
+    server.release.add_permits(1);
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("connection").is_none(), "the connection was closed under the request");
+    assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"done");
 }

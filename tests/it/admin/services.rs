@@ -23,9 +23,10 @@ fn group<'a>(show: &'a Value, symbol: &str) -> Vec<&'a Value> {
 async fn services_and_instances_grouped_by_symbol_with_state_and_overrides() {
     let nacos = Rnacos::start().await;
     let app = App::start("users").await;
-    // The instance's own warm-up (`berth.warmup`) wins over admin's `--warmup`.
+    // The instance's own warm-up (`berth.warmup`) wins over admin's `--warmup`. Long enough
+    // that a busy machine (every test at once on two cores) still reads it warming.
     let stable =
-        Sidecar::start("users", app.addr.port(), &nacos.url(), &["--app-version", "1.0", "--warmup", "3s"])
+        Sidecar::start("users", app.addr.port(), &nacos.url(), &["--app-version", "1.0", "--warmup", "10s"])
             .await;
     let canary = Sidecar::start("users", app.addr.port(), &nacos.url(), &["--symbol", "canary"]).await;
     registered(&nacos, "users", &stable).await;
@@ -54,7 +55,7 @@ async fn services_and_instances_grouped_by_symbol_with_state_and_overrides() {
         (s[0]["state"].as_str(), s[0]["weight"].as_f64(), s[0]["healthy"].as_bool()),
         (Some("warming"), Some(1.0), Some(true))
     );
-    assert!(s[0]["age_seconds"].as_u64().unwrap() < 3, "{show}");
+    assert!(s[0]["age_seconds"].as_u64().unwrap() < 10, "{show}");
     assert_eq!(s[0]["version"], "1.0");
     assert_eq!(group(&show, "canary")[0]["address"], canary.inbound.to_string());
     eventually(T, "serving once the warm-up is over", || async {
@@ -150,4 +151,74 @@ async fn killed_and_hung_instances_still_registered_are_zombies() {
             && row.is_some_and(|r| r.contains("answers 503 with x-berth-error: app-unavailable")),
         "{table:?}"
     );
+}
+
+/// Each instance's `effective_weight` as admin reports it and as a consumer sidecar balances by
+/// it (its `/endpoints`), by address.
+async fn weights(admin: &Admin, consumer: &Sidecar) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+    let show = admin.get("/api/v1/services/users", VIEWER).await.body;
+    let mut in_admin: Vec<(String, f64)> = group(&show, "stable")
+        .iter()
+        .map(|i| (i["address"].as_str().unwrap().to_owned(), i["effective_weight"].as_f64().unwrap()))
+        .collect();
+    let endpoints = consumer.endpoints().await;
+    let mut in_sidecar: Vec<(String, f64)> = endpoints["services"]["users"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["addr"].as_str().unwrap().to_owned(), i["effective_weight"].as_f64().unwrap()))
+        .collect();
+    in_admin.sort_by(|a, b| a.0.cmp(&b.0));
+    in_sidecar.sort_by(|a, b| a.0.cmp(&b.0));
+    (in_admin, in_sidecar)
+}
+
+/// admin's `effective_weight` is what the consumer sidecars balance by: an instance new among
+/// warm ones is ramped from the floor; once most of the service is warming (a full restart)
+/// the sidecars skip the ramp, and so does admin — though the new instances are still
+/// `warming`.
+#[tokio::test]
+async fn effective_weights_in_admin_are_what_the_sidecars_balance_by() {
+    let nacos = Rnacos::start().await;
+    let app = App::start("users").await;
+    let start = |warmup: &'static str| {
+        let (port, url) = (app.addr.port(), nacos.url());
+        async move { Sidecar::start("users", port, &url, &["--warmup", warmup]).await }
+    };
+    // A ten-minute warm-up: tens of seconds in, a new instance is still at the floor (5%).
+    let mut instances = vec![start("0s").await, start("0s").await, start("10m").await];
+    for s in &instances {
+        registered(&nacos, "users", s).await;
+    }
+    let capp = App::start("web").await;
+    let consumer = Sidecar::start("web", capp.addr.port(), &nacos.url(), &["--services", "users"]).await;
+    crate::faults_outbound::sees(&consumer, "users", 3).await;
+    let admin = Admin::start(&nacos.url(), &[]).await;
+    eventually(T, "admin lists three", || async {
+        group(&admin.get("/api/v1/services/users", VIEWER).await.body, "stable").len() == 3
+    })
+    .await;
+    let new = instances[2].inbound.to_string();
+    let (in_admin, in_sidecar) = weights(&admin, &consumer).await;
+    assert_eq!(in_admin, in_sidecar, "one of three warming");
+    assert_eq!(in_admin.iter().find(|(a, _)| *a == new).map(|w| w.1), Some(0.05), "{in_admin:?}");
+
+    // Two more new ones: three of five warming, the ramp is off everywhere.
+    for _ in 0..2 {
+        let s = start("10m").await;
+        registered(&nacos, "users", &s).await;
+        instances.push(s);
+    }
+    crate::faults_outbound::sees(&consumer, "users", 5).await;
+    eventually(T, "admin lists five", || async {
+        group(&admin.get("/api/v1/services/users", VIEWER).await.body, "stable").len() == 5
+    })
+    .await;
+    let (in_admin, in_sidecar) = weights(&admin, &consumer).await;
+    assert_eq!(in_admin, in_sidecar, "three of five warming");
+    assert!(in_admin.len() == 5 && in_admin.iter().all(|(_, w)| *w == 1.0), "{in_admin:?}");
+    let show = admin.get("/api/v1/services/users", VIEWER).await.body;
+    let state =
+        |addr: &str| group(&show, "stable").iter().find(|i| i["address"] == addr).unwrap()["state"].clone();
+    assert_eq!(state(&new), "warming", "{show}");
 }

@@ -95,7 +95,7 @@ where
         let h2 = picked.endpoint.h2 && upgrade.is_none();
         self.inner.call(Attempt {
             service: routed.service.clone(),
-            request: routed.request.request(h2, body),
+            request: routed.request.request(&routed.service.name, h2, body),
             endpoint: picked.endpoint,
             upgrade,
         })
