@@ -152,10 +152,10 @@ enum Matcher {
     Present(bool),
 }
 
-/// A condition ready to evaluate.
+/// A condition ready to evaluate: its value is the policy's `sources[slot]`.
 #[derive(Clone, Debug)]
 struct CompiledCondition {
-    source: Source,
+    slot: usize,
     matcher: Matcher,
 }
 
@@ -166,6 +166,9 @@ pub struct CompiledPolicy {
     pub policy: Policy,
     /// Each rule's conditions, its symbol and whether that becomes the lane.
     rules: Vec<(Vec<CompiledCondition>, Symbol, bool)>,
+    /// The distinct headers and cookies the rules look at: each is read once per request,
+    /// however many rules name it.
+    sources: Vec<Source>,
     /// Weighted symbols with their cumulative upper bounds out of 100, for picking.
     cumulative: Vec<(u32, Symbol)>,
     overrides: BTreeMap<SocketAddr, Symbol>,
@@ -202,6 +205,7 @@ impl Policy {
             problem("sticky".into(), "names no header or cookie".into());
         }
         let mut rules = Vec::new();
+        let mut sources: Vec<Source> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.conditions.is_empty() {
                 problem(format!("rules[{i}].match"), "a rule needs at least one condition".into());
@@ -209,7 +213,13 @@ impl Policy {
             let mut conditions = Vec::new();
             for (j, c) in rule.conditions.iter().enumerate() {
                 match c.compile() {
-                    Ok(cc) => conditions.push(cc),
+                    Ok((source, matcher)) => {
+                        let slot = sources.iter().position(|s| *s == source).unwrap_or_else(|| {
+                            sources.push(source);
+                            sources.len() - 1
+                        });
+                        conditions.push(CompiledCondition { slot, matcher });
+                    }
                     Err(message) => problem(format!("rules[{i}].match[{j}]"), message),
                 }
             }
@@ -235,12 +245,12 @@ impl Policy {
             upto += w;
             cumulative.push((upto, symbol.clone()));
         }
-        Ok(CompiledPolicy { policy: self, rules, cumulative, overrides })
+        Ok(CompiledPolicy { policy: self, rules, sources, cumulative, overrides })
     }
 }
 
 impl Condition {
-    fn compile(&self) -> Result<CompiledCondition, String> {
+    fn compile(&self) -> Result<(Source, Matcher), String> {
         let source = match (&self.header, &self.cookie) {
             (Some(h), None) if is_token(h) => Source::Header(h.to_ascii_lowercase()),
             (None, Some(c)) if is_token(c) => Source::Cookie(c.clone()),
@@ -264,7 +274,7 @@ impl Condition {
             (None, None, None, Some(p)) => Matcher::Present(p),
             _ => return Err("a condition has exactly one of `exact`, `prefix`, `regex` or `present`".into()),
         };
-        Ok(CompiledCondition { source, matcher })
+        Ok((source, matcher))
     }
 }
 
@@ -285,7 +295,13 @@ impl CompiledPolicy {
     /// The policy used when a service has none: everything to `stable`.
     pub fn fallback() -> Self {
         let policy = Policy::default();
-        CompiledPolicy { policy, rules: Vec::new(), cumulative: Vec::new(), overrides: BTreeMap::new() }
+        CompiledPolicy {
+            policy,
+            rules: Vec::new(),
+            sources: Vec::new(),
+            cumulative: Vec::new(),
+            overrides: BTreeMap::new(),
+        }
     }
 
     /// The symbol of the first rule the request matches.
@@ -295,9 +311,10 @@ impl CompiledPolicy {
 
     /// The first rule the request matches: its symbol, and whether that becomes the lane.
     pub fn matching_rule(&self, req: &impl RequestView) -> Option<(&Symbol, bool)> {
+        let mut values = Values { sources: &self.sources, req, read: [None; MEMO_SLOTS] };
         self.rules
             .iter()
-            .find(|(conditions, ..)| conditions.iter().all(|c| c.holds(req)))
+            .find(|(conditions, ..)| conditions.iter().all(|c| c.matcher.holds(values.get(c.slot))))
             .map(|(_, symbol, lane)| (symbol, *lane))
     }
 
@@ -317,13 +334,35 @@ impl CompiledPolicy {
     }
 }
 
-impl CompiledCondition {
-    fn holds(&self, req: &impl RequestView) -> bool {
-        let value = match &self.source {
+/// How many of a policy's distinct sources one request remembers (more are read per rule).
+const MEMO_SLOTS: usize = 8;
+
+/// One request's values of a policy's sources, each read on first use: a 100-rule policy on
+/// one header parses the header's name and validates its value once, not 100 times.
+struct Values<'a, R> {
+    sources: &'a [Source],
+    req: &'a R,
+    read: [Option<Option<&'a str>>; MEMO_SLOTS],
+}
+
+impl<'a, R: RequestView> Values<'a, R> {
+    fn get(&mut self, slot: usize) -> Option<&'a str> {
+        let (req, source) = (self.req, &self.sources[slot]);
+        let fetch = || match source {
             Source::Header(h) => req.header(h),
             Source::Cookie(c) => req.cookie(c),
         };
-        match (&self.matcher, value) {
+        match self.read.get_mut(slot) {
+            Some(Some(value)) => *value,
+            Some(memo) => *memo.insert(fetch()),
+            None => fetch(),
+        }
+    }
+}
+
+impl Matcher {
+    fn holds(&self, value: Option<&str>) -> bool {
+        match (self, value) {
             (Matcher::Present(want), v) => v.is_some() == *want,
             (_, None) => false,
             (Matcher::Exact(e), Some(v)) => v == e,

@@ -166,3 +166,43 @@ fn the_documented_example_parses_with_its_lane_rule() {
         Some(("canary", true))
     );
 }
+
+/// A request that counts how often each header and cookie is read.
+struct Counting(Req, std::cell::RefCell<HashMap<String, usize>>);
+
+impl RequestView for Counting {
+    fn header(&self, name: &str) -> Option<&str> {
+        *self.1.borrow_mut().entry(format!("h:{name}")).or_default() += 1;
+        self.0.header(name)
+    }
+    fn cookie(&self, name: &str) -> Option<&str> {
+        *self.1.borrow_mut().entry(format!("c:{name}")).or_default() += 1;
+        self.0.cookie(name)
+    }
+}
+
+#[test]
+fn each_header_and_cookie_is_read_once_per_request_however_many_rules_name_it() {
+    // 40 rules, none matching: exact, prefix and regex on one header, exact on one cookie;
+    // the last rule matches on both.
+    let mut rules: Vec<String> = (0..40)
+        .map(|i| match i % 4 {
+            0 => format!(r#"{{"match": [{{"header": "X-User", "exact": "u-{i}"}}], "symbol": "canary"}}"#),
+            1 => format!(r#"{{"match": [{{"header": "x-user", "prefix": "p-{i}-"}}], "symbol": "canary"}}"#),
+            2 => format!(r#"{{"match": [{{"cookie": "group", "exact": "g-{i}"}}], "symbol": "canary"}}"#),
+            _ => format!(r#"{{"match": [{{"header": "x-user", "regex": "^t-{i}$"}}], "symbol": "canary"}}"#),
+        })
+        .collect();
+    rules.push(r#"{"match": [{"header": "x-user", "exact": "me"}, {"cookie": "group", "exact": "qa"}], "symbol": "blue"}"#.into());
+    let doc =
+        format!(r#"{{"schema": 1, "version": 1, "default": "stable", "rules": [{}]}}"#, rules.join(","));
+    let p = Policy::parse(&doc).unwrap();
+    let r = Counting(req(&[("x-user", "me")], &[("group", "qa")]), Default::default());
+    assert_eq!(p.rule_symbol(&r).map(Symbol::as_str), Some("blue"));
+    let reads = r.1.into_inner();
+    assert_eq!(reads, HashMap::from([("h:x-user".to_owned(), 1), ("c:group".to_owned(), 1)]));
+    // And the answer is the one rule-by-rule reading gives: no match falls through.
+    let other = Counting(req(&[("x-user", "u-4")], &[]), Default::default());
+    assert_eq!(p.rule_symbol(&other).map(Symbol::as_str), Some("canary"));
+    assert_eq!(p.rule_symbol(&req(&[("x-user", "nobody")], &[("group", "x")])), None);
+}
