@@ -9,13 +9,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import scenarios
 from procs import PROCS, free_port, http_ok, wait_until
 from scenarios import (
     BERTH, BERTH_ENV, SERVICE, Running, haproxy_conf, nginx_argv, nginx_conf, sidecar_argv, start_app, write_instance,
 )
 
 
-CALLGRIND = ("berth-inbound", "berth-outbound", "hyper-floor", "nginx", "haproxy")
+CALLGRIND = ["berth-inbound", "berth-outbound", "hyper-floor", "nginx", "haproxy"]
+# Another berth build to count beside this one (`run.py --before`): `<name>-before` targets.
+BEFORE: Path | None = None
 # The same hop done by hyper alone (proxy/examples/hyper_floor.rs): the floor berth stands on.
 HYPER_FLOOR = BERTH.parent / "examples" / "hyper_floor"
 
@@ -25,6 +28,12 @@ def callgrind_target(name: str, work: Path, run: Running, app: int, port: int) -
     configured as in its scenario but with one worker: callgrind follows only the process it
     starts, and runs its threads one at a time anyway."""
     registry = work / "registry"
+    if name.endswith("-before") and BEFORE:
+        saved, scenarios.SIDECAR = scenarios.SIDECAR, BEFORE
+        try:
+            return callgrind_target(name.removesuffix("-before"), work, run, app, port)
+        finally:
+            scenarios.SIDECAR = saved
     if name == "berth-inbound":
         return sidecar_argv(SERVICE, app, registry, port, free_port(), free_port()), BERTH_ENV
     if name == "berth-outbound":
@@ -64,7 +73,7 @@ def callgrind(work_root: Path, n: int) -> dict[str, float]:
             vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out.%p"]
             p = PROCS.start(vg + argv, work / f"{name}.log", env=env)
             run.procs.append(p)
-            path = f"/{SERVICE}.stable/" if name == "berth-outbound" else "/"
+            path = f"/{SERVICE}.stable/" if name.startswith("berth-outbound") else "/"
             wait_until(f"{name} under callgrind", lambda: http_ok(f"http://127.0.0.1:{port}{path}"), timeout=120)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 
+import callgrind as callgrind_module  # noqa: E402
+import scenarios  # noqa: E402
 from callgrind import callgrind  # noqa: E402
 from growth import growth, report as growth_report  # noqa: E402
 from load import completed, idle_connections, oha  # noqa: E402
@@ -220,6 +222,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per scenario")
     ap.add_argument("--idle-conns", type=int, default=1000)
     ap.add_argument("--callgrind-requests", type=int, default=2000, help="0 to skip callgrind")
+    ap.add_argument("--before", metavar="BERTH",
+                    help="another berth binary (an earlier build): its sidecars run every berth scenario "
+                         "again, as <scenario>-before, in the same rounds and under callgrind")
     ap.add_argument("--only", help="comma-separated scenarios (direct and nginx are always kept)")
     ap.add_argument("--growth", action="store_true",
                     help="instead of the scenarios: how cost grows (idle connections, followed services, policy rules)")
@@ -234,6 +239,14 @@ def main() -> int:
         for n in list(SCENARIOS):
             if n not in keep:
                 del SCENARIOS[n]
+    if args.before:
+        before = Path(args.before).resolve()
+        if not before.is_file():
+            ap.error(f"--before {args.before}: no such file")
+        added = scenarios.add_before(before)
+        callgrind_module.BEFORE = before
+        callgrind_module.CALLGRIND[2:2] = ["berth-inbound-before", "berth-outbound-before"]
+        print(f"--before {before}: also " + ", ".join(added), flush=True)
     # The idle connections (10,000 with --growth) plus the proxies' own: children inherit this
     # soft limit, raised as far as the hard limit allows (up to 65,536).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

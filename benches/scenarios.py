@@ -17,6 +17,9 @@ from procs import PROCS, free_port, http_ok, tree, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BERTH = ROOT / "target" / "release" / "berth"
+# The sidecars' binary: this build's, or another one's for `run.py --before` (the app and the
+# other proxies stay the same).
+SIDECAR = BERTH
 SERVICE = "bench-app"
 
 
@@ -55,7 +58,7 @@ def sidecar_argv(name: str, app_port: int, registry: Path | str, inbound: int, a
     """`berth proxy` for service `name` in a directory registry (or at a registry URL, given
     as a string), following `follow` from the start when given."""
     url = f"dir://{registry}" if isinstance(registry, Path) else registry
-    argv = [str(BERTH), "proxy", "--service", name, "--app-port", str(app_port),
+    argv = [str(SIDECAR), "proxy", "--service", name, "--app-port", str(app_port),
             "--inbound", f"127.0.0.1:{inbound}", "--admin", f"127.0.0.1:{admin}",
             "--outbound", f"127.0.0.1:{outbound}", "--registry", url,
             # Two threads, as nginx and HAProxy get two workers here (berth's default is one).
@@ -284,3 +287,25 @@ SCENARIOS = {
     "envoy": envoy,
     "envoy-full": envoy_full,
 }
+
+
+def with_sidecar(binary: Path, scenario):
+    """`scenario` with the sidecars of another berth build."""
+    def run(work: Path, running: Running) -> None:
+        global SIDECAR
+        saved, SIDECAR = SIDECAR, binary
+        try:
+            scenario(work, running)
+        finally:
+            SIDECAR = saved
+    return run
+
+
+def add_before(binary: Path) -> list[str]:
+    """Adds `<scenario>-before` for each berth scenario present, run with `binary`'s sidecars;
+    returns their names."""
+    added = []
+    for name in [n for n in SCENARIOS if n.startswith("berth-")]:
+        SCENARIOS[f"{name}-before"] = with_sidecar(binary, SCENARIOS[name])
+        added.append(f"{name}-before")
+    return added
