@@ -86,6 +86,15 @@ def per_connection_sites(dhat: dict, conns: int) -> tuple[list[dict], int]:
     return out, total
 
 
+def start_under_dhat(work: Path, run: Running, argv: list[str]):
+    """The sidecar `argv` names, as the profiling build, under DHAT (its file in `work`)."""
+    argv = [str(PROFILING), *argv[1:]]
+    vg = ["valgrind", "--tool=dhat", f"--dhat-out-file={work}/dhat.out.%p"]
+    p = PROCS.start(vg + argv, work / "sidecar.log", env=BERTH_ENV)
+    run.procs.append(p)
+    return p
+
+
 def run_sidecar(work: Path, side: str, conns: int) -> Path:
     run = Running(url="")
     try:
@@ -98,10 +107,7 @@ def run_sidecar(work: Path, side: str, conns: int) -> Path:
             write_instance(registry, SERVICE, app, run.app_pid, run.stop_event)
             argv = sidecar_argv("bench-consumer", app, registry, free_port(), free_port(), port, SERVICE)
             path = f"/{SERVICE}.stable/"
-        argv[0] = str(PROFILING)
-        vg = ["valgrind", "--tool=dhat", f"--dhat-out-file={work}/dhat.out.%p"]
-        p = PROCS.start(vg + argv, work / "sidecar.log", env=BERTH_ENV)
-        run.procs.append(p)
+        p = start_under_dhat(work, run, argv)
         url = f"http://127.0.0.1:{port}{path}"
         wait_until("sidecar under dhat", lambda: http_ok(url), timeout=120)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -134,10 +140,7 @@ def follow_services(work: Path, services: int) -> Path:
         port = free_port()
         argv = sidecar_argv("bench-consumer", apps[0], f"nacos://127.0.0.1:{http_port}", free_port(),
                             free_port(), port)
-        argv[0] = str(PROFILING)
-        vg = ["valgrind", "--tool=dhat", f"--dhat-out-file={work}/dhat.out.%p"]
-        p = PROCS.start(vg + argv, work / "sidecar.log", env=BERTH_ENV)
-        run.procs.append(p)
+        p = start_under_dhat(work, run, argv)
         first = f"http://127.0.0.1:{port}/{names[0]}.stable/"
         wait_until("sidecar under dhat", lambda: http_ok(first), timeout=120)
         # Under valgrind a first instance set can come later than the sidecar waits for one
