@@ -56,6 +56,16 @@ def instructions(pid: int, work: Path, during) -> int:
     return int(re.search(r"^(?:summary|totals):\s+(\d+)", dump.read_text(), re.M).group(1))
 
 
+def per_request(pid: int, work: Path, requests, n: int) -> float:
+    """Instructions per request: the count over `requests(n)` minus the count over an idle
+    window as long (timers, health checks, registry polls), divided by n."""
+    start = time.monotonic()
+    busy = instructions(pid, work, lambda: requests(n))
+    took = time.monotonic() - start
+    idle = instructions(pid, work, lambda: time.sleep(took))
+    return (busy - idle) / n
+
+
 def callgrind(work_root: Path, n: int) -> dict[str, float]:
     """Instructions per request of one proxy process under callgrind: the count over n
     sequential requests on one keep-alive connection, minus the count over an equally long
@@ -83,11 +93,7 @@ def callgrind(work_root: Path, n: int) -> dict[str, float]:
                     conn.getresponse().read()
 
             requests(200)  # warm-up: the pooled upstream connection, lazily built state
-            start = time.monotonic()
-            busy = instructions(p.pid, work, lambda: requests(n))
-            took = time.monotonic() - start
-            idle = instructions(p.pid, work, lambda: time.sleep(took))
-            out[name] = (busy - idle) / n
+            out[name] = per_request(p.pid, work, requests, n)
             conn.close()
         finally:
             run.stop_event.set()

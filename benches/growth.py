@@ -14,7 +14,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from callgrind import instructions
+from callgrind import per_request
 from load import completed, idle_connections, oha
 from procs import PROCS, cpu_seconds, free_port, http_ok, rss_mib, tree, wait_until
 from scenarios import (
@@ -317,11 +317,7 @@ def policy_instructions(work_root: Path, rules_counts: tuple[int, ...], n: int) 
                         raise RuntimeError(f"policy run: {resp.status}")
 
             requests(200)
-            start = time.monotonic()
-            busy = instructions(p.pid, work, lambda: requests(n))
-            took = time.monotonic() - start
-            idle = instructions(p.pid, work, lambda: time.sleep(took))
-            out[rules] = (busy - idle) / n
+            out[rules] = per_request(p.pid, work, requests, n)
             conn.close()
             print(f"growth: policy of {rules} rules: {out[rules]:,.0f} instructions/request", flush=True)
         finally:
