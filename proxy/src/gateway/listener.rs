@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -13,29 +12,17 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Gateway;
 use super::edge::Edge;
-use crate::drain::Phase;
-use crate::inbound::{Signal, close_on_phases};
-use crate::serve::{self, Connection, Connections, Open, Stopped};
+use crate::inbound::{Signal, serve_draining};
+use crate::serve::{self, Connection, Open, Stopped};
 
-/// How long connections may take to finish once the drain is done (they are idle then, unless
-/// the drain was forced).
-const DONE_GRACE: Duration = Duration::from_secs(1);
-
-/// Accepts connections until the drain is done: the listener stays open through the drain.
+/// Accepts connections until the drain is done: the listener stays open through the drain,
+/// as inbound's does.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) -> Stopped {
-    let mut phase = gateway.drain.subscribe();
-    let done = async move {
-        let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
-    };
-    let connections = Arc::new(Connections::closing_idle(serve::IDLE_TIMEOUT));
-    let phases = tokio::spawn(close_on_phases(gateway.drain.subscribe(), connections.clone()));
-    let stopped =
-        serve::serve("gateway", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
-            connection(stream, peer, gateway.clone(), this)
-        })
-        .await;
-    phases.abort();
-    stopped
+    let drain = gateway.drain.clone();
+    serve_draining("gateway", listener, &drain, move |stream, peer, this| {
+        connection(stream, peer, gateway.clone(), this)
+    })
+    .await
 }
 
 async fn connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, this: Arc<Connection>) {

@@ -64,17 +64,33 @@ const DONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts connections until the drain is done: the listener stays open through the drain.
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>) -> Stopped {
-    let mut phase = inbound.drain.subscribe();
+    let drain = inbound.drain.clone();
+    serve_draining("inbound", listener, &drain, move |stream, peer, this| {
+        connection(stream, peer, inbound.clone(), this)
+    })
+    .await
+}
+
+/// A listener that drains as the sidecar's inbound does (the gateway's too): open until the
+/// drain is done, its connections closed as the drain moves on ([`close_on_phases`]) and when
+/// idle ([`serve::IDLE_TIMEOUT`]).
+pub(crate) async fn serve_draining<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    drain: &Arc<Drain>,
+    connection: F,
+) -> Stopped
+where
+    F: FnMut(TcpStream, SocketAddr, Arc<Connection>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut phase = drain.subscribe();
     let done = async move {
         let _ = phase.wait_for(|p| matches!(p, Phase::Done { .. })).await;
     };
     let connections = Arc::new(Connections::closing_idle(serve::IDLE_TIMEOUT));
-    let phases = tokio::spawn(close_on_phases(inbound.drain.subscribe(), connections.clone()));
-    let stopped =
-        serve::serve("inbound", listener, done, DONE_GRACE, connections, move |stream, peer, this| {
-            connection(stream, peer, inbound.clone(), this)
-        })
-        .await;
+    let phases = tokio::spawn(close_on_phases(drain.subscribe(), connections.clone()));
+    let stopped = serve::serve(name, listener, done, DONE_GRACE, connections, connection).await;
     phases.abort();
     stopped
 }
